@@ -1,0 +1,60 @@
+"""CLI subcommands: one module each, exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+
+Command modules import heavy libraries (torch, faiss, mlflow) inside ``run`` only,
+so that building the parser (``facerec --help``) stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+#: name -> (module, one-line help); the order is the order of ``facerec --help``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "crop": ("facerec.commands.crop", "detect faces (MTCNN) and write aligned crops"),
+    "embed": ("facerec.commands.embed", "embed a folder of crops into an .npy file"),
+    "train": ("facerec.commands.train", "fine-tune an embedder with a contrastive loss"),
+    "evaluate": ("facerec.commands.evaluate", "evaluate a model on an LFW or folder protocol"),
+    "benchmark": ("facerec.commands.benchmark", "train and evaluate several backbones, tracked in MLflow"),
+    "enroll": ("facerec.commands.enroll", "enroll identities into a gallery"),
+    "verify": ("facerec.commands.verify", "say whether two photos show the same person"),
+    "identify": ("facerec.commands.identify", "find who a photo shows in the gallery"),
+    "gallery": ("facerec.commands.gallery", "list, show, remove or re-index gallery identities"),
+}
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default: str = "clip-vit-b-32") -> None:
+    """``--model SPEC`` (registry name, model directory or MLflow URI) and its options."""
+    parser.add_argument(
+        "--model", default=default,
+        help="registry name, trained model directory, or MLflow URI (models:/NAME@ALIAS)",
+    )
+    parser.add_argument(
+        "--pretrained", default="none",
+        help="for registry names: weights tag (e.g. openai), local checkpoint path, or 'none' (random init)",
+    )
+    parser.add_argument("--input-size", type=int, default=None, help="model input size in pixels")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+
+
+def model_from_args(args: argparse.Namespace):  # -> Embedder (lazy import keeps --help fast)
+    from facerec.embedders import load_model
+
+    options = {"input_size": args.input_size} if args.input_size else {}
+    return load_model(args.model, pretrained=args.pretrained, device=args.device, **options)
+
+
+def emit(args: argparse.Namespace, payload: dict[str, Any], text: str | None = None) -> None:
+    """Print ``payload`` as JSON with ``--json``, else ``text`` (or a key: value listing)."""
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, default=str))
+        return
+    if text is None:
+        text = "\n".join(f"{k}: {v}" for k, v in payload.items())
+    print(text)
+    sys.stdout.flush()
