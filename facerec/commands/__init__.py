@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -28,15 +29,20 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default: str = "clip-vit-b-32") -> None:
-    """``--model SPEC`` (registry name, model directory or MLflow URI) and its options."""
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model SPEC`` (registry name, model directory or MLflow URI) and its options.
+
+    Defaults come from ``$FACEREC_MODEL`` / ``$FACEREC_PRETRAINED``, else CLIP ViT-B/32 with
+    OpenAI weights (which fails with a clear message where they cannot be fetched).
+    """
     parser.add_argument(
-        "--model", default=default,
-        help="registry name, trained model directory, or MLflow URI (models:/NAME@ALIAS)",
+        "--model", default=os.environ.get("FACEREC_MODEL", "clip-vit-b-32"),
+        help="registry name, trained model directory, or MLflow URI (models:/NAME@ALIAS) [$FACEREC_MODEL]",
     )
     parser.add_argument(
-        "--pretrained", default="none",
-        help="for registry names: weights tag (e.g. openai), local checkpoint path, or 'none' (random init)",
+        "--pretrained", default=os.environ.get("FACEREC_PRETRAINED", "openai"),
+        help="for registry names: weights tag (openai, laion2b_s34b_b79k, DEFAULT), local checkpoint path, "
+        "or 'none' for random init [$FACEREC_PRETRAINED]",
     )
     parser.add_argument("--input-size", type=int, default=None, help="model input size in pixels")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
