@@ -1,0 +1,283 @@
+"""facerec.gallery with synthetic embeddings: transactions, duplicates, erasure, index cache, locking, crashes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facerec import gallery as gallery_module
+from facerec.errors import GalleryError, ModelMismatchError
+from facerec.gallery import Gallery, ModelRecord, NewImage, check_name, default_gallery_dir
+
+DIM = 16
+MODEL = ModelRecord("toy/16d/aaaa", DIM, {"model": "toy", "pretrained": "none"})
+OTHER = ModelRecord("toy/16d/bbbb", DIM, {"model": "toy", "pretrained": "other"})
+
+
+def vector(seed: int | str) -> np.ndarray:
+    rng = np.random.default_rng(int(hashlib.sha256(str(seed).encode()).hexdigest()[:8], 16))
+    v = rng.standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def image(key: str) -> NewImage:
+    return NewImage(f"/photos/{key}.jpg", hashlib.sha256(key.encode()).hexdigest(), vector(key), {"policy": "central"})
+
+
+def snapshot(path: Path) -> dict:
+    """What must not change when an operation fails: rows, generation, index file bytes."""
+    with Gallery(path) as g:
+        state = {"ids": g.identities(), "stats": {k: g.stats()[k] for k in ("images", "generation")}}
+    index = path / gallery_module.INDEX_FILE
+    state["index"] = hashlib.sha256(index.read_bytes()).hexdigest() if index.exists() else None
+    return state
+
+
+@pytest.fixture()
+def gallery(tmp_path) -> Path:
+    path = tmp_path / "gallery"
+    with Gallery(path, create=True) as g:
+        g.enroll([("alice", [image("a1"), image("a2")]), ("bob", [image("b1")])], MODEL)
+    return path
+
+
+def test_enroll_list_show_stats(gallery):
+    with Gallery(gallery) as g:
+        assert [(i["name"], i["images"]) for i in g.identities()] == [("alice", 2), ("bob", 1)]
+        shown = g.show("alice")
+        assert [im["source"] for im in shown["images"]] == ["/photos/a1.jpg", "/photos/a2.jpg"]
+        assert shown["images"][0]["sha256"] == hashlib.sha256(b"a1").hexdigest()
+        np.testing.assert_array_equal(g.embeddings("alice"), np.stack([vector("a1"), vector("a2")]))
+        stats = g.stats()
+        assert stats["identities"] == 2 and stats["images"] == 3 and stats["embedding_dim"] == DIM
+        assert stats["model_fingerprint"] == MODEL.fingerprint and stats["model"] == MODEL.spec
+        assert stats["index_fresh"] and stats["schema_version"] == gallery_module.SCHEMA_VERSION
+        assert g.model() == MODEL
+
+
+def test_search_aggregates_per_identity_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "g"
+    with Gallery(path, create=True) as g:
+        names = [f"person{i:02d}" for i in range(30)]
+        g.enroll([(n, [image(f"{n}-{j}") for j in range(int(rng.integers(1, 6)))]) for n in names], MODEL)
+        queries = np.stack([vector(f"q{i}") for i in range(20)])
+        results = g.search(queries, top_k=4)
+        for q, matches in zip(queries, results):
+            best = {n: float(max(g.embeddings(n) @ q)) for n in names}  # brute force: max over images
+            want = sorted(best, key=best.get, reverse=True)[:4]
+            assert [m.identity for m in matches] == want
+            np.testing.assert_allclose([m.score for m in matches], [best[n] for n in want], atol=1e-5)
+
+
+def test_duplicate_image_is_skipped_and_changes_nothing(gallery):
+    before = snapshot(gallery)
+    with Gallery(gallery) as g:
+        outcome = g.enroll([("carol", [image("a1")])], MODEL)[0]
+    assert outcome.added == () and "already enrolled as 'alice'" in outcome.skipped[0][1]
+    assert snapshot(gallery) == before  # no duplicate vector, no empty 'carol', same index file
+
+
+def test_other_model_is_refused(gallery):
+    before = snapshot(gallery)
+    with Gallery(gallery) as g, pytest.raises(ModelMismatchError, match="--model toy --pretrained none"):
+        g.enroll([("carol", [image("c1")])], OTHER)
+    assert snapshot(gallery) == before
+
+
+def test_identity_is_all_or_nothing(gallery, monkeypatch):
+    before = snapshot(gallery)
+    original = Gallery._insert_identity
+
+    def failing(self, conn, name, images):
+        result = original(self, conn, name, images)
+        if name == "dave":
+            raise RuntimeError("disk on fire")  # after carol's and dave's rows were inserted
+        return result
+
+    monkeypatch.setattr(Gallery, "_insert_identity", failing)
+    with Gallery(gallery) as g, pytest.raises(RuntimeError):
+        g.enroll([("carol", [image("c1")]), ("dave", [image("d1"), image("d2")])], MODEL)
+    assert snapshot(gallery) == before
+
+
+def test_remove_erases_rows_and_vectors(gallery):
+    with Gallery(gallery) as g:
+        secret = g.embeddings("alice")
+        assert g.remove("alice") == 2
+        assert [i["name"] for i in g.identities()] == ["bob"]
+        matches = g.search(secret, top_k=5)
+        assert all(m.identity == "bob" for row in matches for m in row)
+        assert g.stats()["index_fresh"]
+    # right to erasure: the embedding bytes are in no file of the gallery any more
+    for row in secret:
+        for f in gallery.iterdir():
+            assert row.astype("<f4").tobytes() not in f.read_bytes(), f.name
+    with Gallery(gallery) as g, pytest.raises(GalleryError, match="no identity named 'alice'"):
+        g.show("alice")
+
+
+def test_remove_unknown_changes_nothing(gallery):
+    before = snapshot(gallery)
+    with Gallery(gallery) as g, pytest.raises(GalleryError, match="no identity named 'zoe'"):
+        g.remove("zoe")
+    assert snapshot(gallery) == before
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "stale-sidecar", "bad-sidecar"])
+def test_index_cache_is_rebuilt(gallery, damage):
+    index, sidecar = gallery / gallery_module.INDEX_FILE, gallery / gallery_module.INDEX_META_FILE
+    with Gallery(gallery) as g:
+        want = [[m.identity for m in row] for row in g.search(g.embeddings("bob"), 2)]
+    if damage == "delete":
+        index.unlink()
+    elif damage == "garbage":
+        index.write_bytes(b"\0garbage")
+    elif damage == "stale-sidecar":  # as if killed between the commit and the index write
+        meta = json.loads(sidecar.read_text())
+        sidecar.write_text(json.dumps({**meta, "generation": meta["generation"] - 1}))
+    else:
+        sidecar.write_text("{not json")
+    with Gallery(gallery) as g:
+        assert not g.stats()["index_fresh"]
+        assert [[m.identity for m in row] for row in g.search(g.embeddings("bob"), 2)] == want
+        assert g.stats()["index_fresh"]  # and the rebuilt index was saved
+
+
+def test_crash_after_commit_before_index(gallery, monkeypatch):
+    monkeypatch.setattr(Gallery, "_update_index", lambda self, previous, change: None)
+    with Gallery(gallery) as g:
+        g.enroll([("carol", [image("c1")])], MODEL)  # committed; index left behind (stale)
+    monkeypatch.undo()
+    with Gallery(gallery) as g:
+        assert not g.index_is_fresh()
+        assert g.search(vector("c1")[None], 1)[0][0].identity == "carol"
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_kinds_follow_changes(gallery, kind):
+    with Gallery(gallery) as g:
+        assert g.rebuild_index(kind)["kind"] == kind
+        g.enroll([("carol", [image("c1"), image("c2")])], MODEL)  # incremental add
+        assert g.search(vector("c2")[None], 1)[0][0].identity == "carol"
+        g.remove("carol")  # hnsw cannot delete in place: rebuilt
+        assert all(m.identity != "carol" for m in g.search(vector("c2")[None], 5)[0])
+        assert g.stats()["index_kind"] == kind and g.index_is_fresh()
+    with pytest.raises(GalleryError, match="unknown index kind"), Gallery(gallery) as g:
+        g.rebuild_index("lsh")
+
+
+def test_ivf_trains_once_there_are_vectors(tmp_path):
+    with Gallery(tmp_path / "g", create=True) as g:
+        g.rebuild_index("ivf")  # empty and without a model: nothing to build
+        g.enroll([("a", [image("x")])], MODEL)
+        assert g.search(vector("x")[None], 1)[0][0].identity == "a"
+
+
+def test_missing_foreign_and_corrupt_galleries(tmp_path):
+    with pytest.raises(GalleryError, match="no gallery at"):
+        Gallery(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()  # reading creates nothing
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GalleryError, match="is a file"):
+        Gallery(tmp_path / "file", create=True)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(GalleryError, match="not a facerec gallery"):
+        Gallery(foreign, create=True)
+    assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"]
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "gallery.sqlite").write_bytes(b"this is not sqlite" * 100)
+    for create in (False, True):
+        with pytest.raises(GalleryError, match="corrupt or not a gallery"):
+            Gallery(corrupt, create=create)
+    assert (corrupt / "gallery.sqlite").read_bytes() == b"this is not sqlite" * 100
+
+    other_app = tmp_path / "other"
+    other_app.mkdir()
+    with sqlite3.connect(other_app / "gallery.sqlite") as conn:
+        conn.execute("CREATE TABLE songs (title TEXT)")
+    before = (other_app / "gallery.sqlite").read_bytes()
+    with pytest.raises(GalleryError, match="another application"):
+        Gallery(other_app, create=True)
+    assert (other_app / "gallery.sqlite").read_bytes() == before
+
+
+def test_newer_schema_is_refused(gallery):
+    with sqlite3.connect(gallery / "gallery.sqlite") as conn:
+        conn.execute(f"PRAGMA user_version = {gallery_module.SCHEMA_VERSION + 1}")
+    with pytest.raises(GalleryError, match="upgrade facerec"):
+        Gallery(gallery)
+
+
+def test_names_and_default_location(monkeypatch, tmp_path):
+    assert check_name("  Ada Lovelace ") == "Ada Lovelace"
+    for bad in ("", "   ", "a\nb", "x" * 201):
+        with pytest.raises(GalleryError):
+            check_name(bad)
+    monkeypatch.setenv("FACEREC_HOME", str(tmp_path / "home"))
+    assert default_gallery_dir() == tmp_path / "home" / "gallery"
+    monkeypatch.delenv("FACEREC_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_gallery_dir() == tmp_path / "xdg" / "facerec" / "gallery"
+
+
+# ---------------------------------------------------------------- processes
+def _enroll_many(path: str, prefix: str, count: int, images: int, log_path: str | None = None) -> None:
+    with Gallery(path, create=True) as g:
+        for i in range(count):
+            name = f"{prefix}{i:03d}"
+            g.enroll([(name, [image(f"{name}-{j}") for j in range(images)])], MODEL)
+            if log_path:  # tell the parent what is committed
+                with open(log_path, "a") as f:
+                    f.write(name + "\n")
+
+
+def test_four_processes_enroll_at_once(tmp_path):
+    path = str(tmp_path / "g")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_enroll_many, args=(path, f"p{p}-", 15, 3)) for p in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    with Gallery(path) as g:
+        ids = g.identities()
+        assert len(ids) == 60 and all(i["images"] == 3 for i in ids)
+        assert g.index_is_fresh()
+        assert g.search(vector("p3-014-2")[None], 1)[0][0].identity == "p3-014"
+
+
+def test_sigkill_mid_enrollment_keeps_committed_identities(tmp_path):
+    path, log_path = str(tmp_path / "g"), str(tmp_path / "committed.txt")
+    ctx = mp.get_context("spawn")
+    for round_ in range(3):
+        proc = ctx.Process(target=_enroll_many, args=(path, f"r{round_}-", 10_000, 4, log_path))
+        proc.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+            not os.path.exists(log_path) or len(Path(log_path).read_text().split()) < 5 * (round_ + 1)
+        ):
+            time.sleep(0.05)
+        time.sleep(0.05 * round_)  # land at a different point of a transaction each round
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        committed = set(Path(log_path).read_text().split())
+        with Gallery(path) as g:
+            present = {i["name"]: i["images"] for i in g.identities()}
+            assert committed <= set(present)  # every identity reported committed is there
+            assert set(present.values()) == {4}  # and none is half enrolled
+            for name in sorted(committed)[-3:]:
+                assert g.search(vector(f"{name}-1")[None], 1)[0][0].identity == name
