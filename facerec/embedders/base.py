@@ -8,10 +8,11 @@ name, a trained model directory or an MLflow ``models:/`` / ``runs:/`` URI.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ NO_WEIGHTS = "none"
 WEIGHTS_FILE = "weights.pt"
 MODEL_FILE = "model.json"
 CONFIG_FILE = "config.yaml"
+#: Head kinds: ``identity`` keeps the backbone output, ``linear`` projects it (trainable).
+HEADS = ("identity", "linear")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,16 @@ class Embedder(nn.Module):
         """Call after changing weights (training, loading)."""
         self._fingerprint = None
 
+    # ---- structure (partial fine-tuning)
+    def blocks(self) -> list[nn.Module]:
+        """Backbone blocks in order, input -> output (train "the last N blocks").
+
+        Blocks are disjoint and together hold every backbone parameter; the head
+        (``self.head``) is not among them. Default: the backbone's children that
+        hold parameters; backbone families override it.
+        """
+        return [m for m in self.backbone.children() if any(True for _ in m.parameters())]
+
     # ---- computation
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """PIL RGB crop -> float tensor (3, S, S) in [0, 1]; normalisation happens in ``forward``."""
@@ -108,7 +121,8 @@ class Embedder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Batch (N, 3, S, S) in [0, 1] -> unit vectors (N, D), differentiable."""
         x = (x - self.mean) / self.std
-        return F.normalize(self.head(self.features(x)).float(), dim=-1)
+        # eps = smallest normal float: scale-free, e.g. random-init EfficientNet features are ~1e-13 in eval mode
+        return F.normalize(self.head(self.features(x)).float(), dim=-1, eps=torch.finfo(torch.float32).tiny)
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
         """Inference: batch in [0, 1] -> float32 array (N, D), L2-normalised."""
@@ -127,6 +141,51 @@ class Embedder(nn.Module):
             for i in range(0, len(images), batch_size)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim), np.float32)
+
+
+# ------------------------------------------------------------ building blocks
+def module_group(**parts: nn.Module | nn.Parameter) -> nn.Module:
+    """One module presenting existing submodules/parameters as a block.
+
+    Made on demand (by ``blocks()``) and never attached to the embedder, so no
+    parameter is registered twice in its state dict.
+    """
+    group = nn.Module()
+    for name, part in parts.items():
+        setattr(group, name, part)
+    return group
+
+
+def make_head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    """``identity`` (needs ``out_dim == in_dim``) or a bias-free ``linear`` projection.
+
+    No bias and no BatchNorm: outputs are L2-normalised, so a random bias-free
+    projection keeps cosine geometry (Johnson-Lindenstrauss) before training,
+    and the head behaves the same in train and eval mode and at batch size 1.
+    """
+    if kind == "identity":
+        if out_dim != in_dim:
+            raise ModelError(f"head=identity keeps the backbone's {in_dim}-d output; use head=linear for {out_dim}-d")
+        return nn.Identity()
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim, bias=False)
+    raise ModelError(f"unknown head {kind!r}; expected one of {', '.join(HEADS)}")
+
+
+def error_reason(exc: BaseException) -> str:
+    """A one-line reason for ``exc`` (its first line, plus the next one when the first ends in ':')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Reproducible random init: ``torch.manual_seed(seed)`` in a forked RNG (global state untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 # --------------------------------------------------------------------- registry
