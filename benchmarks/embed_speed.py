@@ -1,0 +1,154 @@
+"""Speed of ``facerec embed`` against a bare ``model.encode_image`` loop on pre-made tensors.
+
+Same model object, batch size and torch threads, measured in one run. The two
+measurements alternate (A B A B ...) so that load from other processes on a
+shared machine hits both alike; medians are reported and logged to MLflow
+(experiment ``facerec-benchmarks``). Target: embed images/s >= 0.9 x bare.
+
+    python benchmarks/embed_speed.py --model clip-vit-b-32 --pretrained none --input-size 224 --batch-size 32
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+from facerec.data import sample_root
+from facerec.embedders import Embedder, create_embedder
+from facerec.embedding import configure_threads, default_workers, embed_files, list_images
+from facerec.images import load_image
+
+log = logging.getLogger("benchmarks.embed_speed")
+
+TARGET_RATIO = 0.9
+CACHED_CROPS = Path(".cache/crops/lfw-224")
+
+
+def make_crops(out_dir: Path, count: int, size: int) -> list[Path]:
+    """``count`` JPEG crops of ``size`` px from the embedded sample (mirrored copies beyond its 200 images)."""
+    sources = list_images(sample_root())
+    paths = []
+    for i in range(count):
+        image = load_image(sources[i % len(sources)]).resize((size, size), Image.Resampling.BICUBIC)
+        if (i // len(sources)) % 2:
+            image = ImageOps.mirror(image)
+        path = out_dir / f"crop_{i:04d}.jpg"
+        image.save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+def bare_encoder(embedder: Embedder) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``encode_image`` of an open_clip model sharing the embedder's image tower (the backbone otherwise)."""
+    if embedder.name != "clip-vit-b-32":
+        return embedder.backbone
+    import open_clip
+
+    clip = open_clip.create_model("ViT-B-32", pretrained=None, force_image_size=embedder.input_size)
+    clip.visual = embedder.backbone  # the very same weights and modules
+    return clip.eval().encode_image
+
+
+def time_bare(encode: Callable[[torch.Tensor], torch.Tensor], batches: Sequence[torch.Tensor]) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            encode(batch)
+    return time.perf_counter() - start
+
+
+def time_embed(embedder: Embedder, paths: Sequence[Path], batch_size: int, workers: int) -> float:
+    start = time.perf_counter()
+    result = embed_files(embedder, paths, batch_size=batch_size, num_workers=workers, progress=False)
+    seconds = time.perf_counter() - start
+    if result.failed:
+        raise SystemExit(f"unreadable crops: {result.failed[:3]}")
+    return seconds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="clip-vit-b-32")
+    parser.add_argument("--pretrained", default="none")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3, help="A/B pairs; medians are reported")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--crops", type=Path, default=None, help=f"crop folder (default: {CACHED_CROPS} if present)")
+    parser.add_argument("--no-mlflow", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    workers = default_workers() if args.workers is None else args.workers
+    threads = configure_threads(workers)
+    embedder = create_embedder(args.model, pretrained=args.pretrained, input_size=args.input_size).eval()
+    encode = bare_encoder(embedder)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        crop_dir = args.crops or (CACHED_CROPS if CACHED_CROPS.is_dir() else None)
+        if crop_dir is not None:
+            paths = list_images(crop_dir)[: args.images]
+        else:
+            paths = make_crops(Path(tmp), args.images, args.input_size)
+        if len(paths) < args.images:
+            log.warning("only %d crops in %s", len(paths), crop_dir)
+        pixels = torch.stack([embedder.preprocess(load_image(p)) for p in paths])
+        batches = list(((pixels - embedder.mean) / embedder.std).split(args.batch_size))
+
+        time_bare(encode, batches[:1])  # warm-up: allocator, kernels
+        time_embed(embedder, paths[: args.batch_size], args.batch_size, workers)
+        load_before = os.getloadavg()[0]
+        bare, embed = [], []
+        for _ in range(args.rounds):
+            bare.append(len(paths) / time_bare(encode, batches))
+            embed.append(len(paths) / time_embed(embedder, paths, args.batch_size, workers))
+            log.info("round %d: bare %.2f images/s, embed %.2f images/s", len(bare), bare[-1], embed[-1])
+        load_after = os.getloadavg()[0]
+
+    bare_ips, embed_ips = statistics.median(bare), statistics.median(embed)
+    ratio = embed_ips / bare_ips
+    results = {
+        "bare_images_per_s": bare_ips,
+        "embed_images_per_s": embed_ips,
+        "ratio": ratio,
+        "load_avg_1m_before": load_before,
+        "load_avg_1m_after": load_after,
+    }
+    params = {
+        "model": args.model, "pretrained": args.pretrained, "input_size": args.input_size,
+        "batch_size": args.batch_size, "images": len(paths), "rounds": args.rounds, "workers": workers,
+        "torch_threads": threads, "cores": os.cpu_count(), "crops": str(crop_dir or "sample (resized)"),
+        "fingerprint": embedder.fingerprint,
+    }
+    print(f"model {embedder.fingerprint}, {len(paths)} crops, batch {args.batch_size}, "
+          f"{threads} torch threads, {workers} decoding workers")
+    print("per round (bare, embed) images/s: " + ", ".join(f"({b:.2f}, {e:.2f})" for b, e in zip(bare, embed)))
+    print(f"bare encode_image: {bare_ips:.2f} images/s (median)")
+    print(f"facerec embed:     {embed_ips:.2f} images/s (median)")
+    print(f"ratio {ratio:.3f} (target >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}); "
+          f"1-min load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores")
+    if not args.no_mlflow:
+        import mlflow
+
+        from facerec.tracking import mlflow_run
+
+        run_name = f"embed-speed-{args.model}-{args.input_size}px-b{args.batch_size}"
+        with mlflow_run("facerec-benchmarks", run_name, params=params, tags={"facerec.weights": args.pretrained}):
+            mlflow.log_metrics(results)
+            for step, (b, e) in enumerate(zip(bare, embed)):
+                mlflow.log_metrics({"round_bare_images_per_s": b, "round_embed_images_per_s": e}, step=step)
+    return 0 if ratio >= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
