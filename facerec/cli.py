@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("alembic", "urllib3", "matplotlib", "PIL", "mlflow.store", "httpx"):
+    for noisy in ("alembic", "urllib3", "matplotlib", "PIL", "mlflow.store", "httpx", "faiss"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
