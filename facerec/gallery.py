@@ -111,11 +111,11 @@ class NewImage:
 
 @dataclass(frozen=True)
 class EnrollOutcome:
-    """What happened to one identity's images: row ids added, and (source, reason) skipped."""
+    """What happened to one identity's images: row ids added, (position in the input, reason) skipped."""
 
     identity: str
     added: tuple[int, ...]
-    skipped: tuple[tuple[str, str], ...]
+    skipped: tuple[tuple[int, str], ...]
     created: bool
 
 
@@ -356,15 +356,15 @@ class Gallery:
         ).lastrowid
         added: list[int] = []
         vectors: list[np.ndarray] = []
-        skipped: list[tuple[str, str]] = []
-        for image in images:
+        skipped: list[tuple[int, str]] = []
+        for position, image in enumerate(images):
             owner = conn.execute(
                 "SELECT identities.name FROM images JOIN identities ON identities.id = images.identity_id "
                 "WHERE images.sha256 = ?",
                 (image.sha256,),
             ).fetchone()
             if owner:
-                skipped.append((image.source, f"duplicate: this image is already enrolled as {owner[0]!r}"))
+                skipped.append((position, f"duplicate: this image is already enrolled as {owner[0]!r}"))
                 continue
             vector = np.ascontiguousarray(image.embedding, dtype="<f4")
             cursor = conn.execute(
@@ -401,18 +401,23 @@ class Gallery:
     def rebuild_index(self, kind: str | None = None, **params: Any) -> dict[str, Any]:
         """Rebuild the index from SQLite, optionally switching its kind (flat, hnsw, ivf) and parameters."""
         with self._lock(exclusive=True), self._guard():
+            state = self._index_state()
             if kind is not None:
                 if kind not in faiss_index.INDEX_KINDS:
                     raise GalleryError(f"unknown index kind {kind!r}; choose {', '.join(faiss_index.INDEX_KINDS)}")
+                state = {**state, "kind": kind, "params": params}
+            start = time.perf_counter()
+            try:  # bad parameters fail here, before anything is saved
+                index = self._build_from_db(state)
+            except ValueError as exc:
+                raise GalleryError(str(exc)) from None
+            if kind is not None:
                 with self._transaction():
                     self._set_meta(index_kind=kind, index_params=params)
-            start = time.perf_counter()
-            index = self._build_from_db()
             if index is not None:
                 self._write_index(index, int(self._meta("generation")))
             seconds = time.perf_counter() - start
-        self._index = None
-        return {"kind": self._meta("index_kind"), "params": self._meta("index_params"),
+        return {"kind": state["kind"], "params": state["params"],
                 "vectors": 0 if index is None else int(index.ntotal), "seconds": round(seconds, 3)}
 
     # ------------------------------------------------------------ index cache
@@ -460,14 +465,14 @@ class Gallery:
             return None
         return index if index.ntotal == sidecar.get("count") else None
 
-    def _build_from_db(self) -> Any:
+    def _build_from_db(self, state: dict[str, Any] | None = None) -> Any:
+        """An index of every stored vector (None while the gallery has no model yet)."""
+        state = state or self._index_state()
         dim = self._meta("embedding_dim")
-        if dim is None:
-            return None
         ids, vectors = self._vectors()
-        state = self._index_state()
         log.info("gallery %s: building a %s index over %d vectors", self.path, state["kind"], len(ids))
-        return faiss_index.build_index(vectors.reshape(-1, int(dim)), ids, state["kind"], **state["params"])
+        index = faiss_index.build_index(vectors.reshape(-1, int(dim or 1)), ids, state["kind"], **state["params"])
+        return None if dim is None else index
 
     def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
         rows = self._connection().execute("SELECT id, embedding FROM images ORDER BY id").fetchall()
