@@ -71,14 +71,15 @@ def build_clip(
     checkpoint, tag_cfg = _resolve_weights(pretrained)
     if quick_gelu is None:
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    state = None if checkpoint is None else _read_image_tower(checkpoint)
     log.info("%s: building %s at %dpx (seed %d, quick_gelu=%s, weights %s)", NAME, ARCH, size, seed, quick_gelu, pretrained)
     with seeded(seed), _quiet_root_logger():
+        head_module = make_head(head, CLIP_DIM, dim)
         model = open_clip.create_model(ARCH, pretrained=None, force_image_size=size, force_quick_gelu=quick_gelu)
         visual = model.visual  # the text tower is dropped with ``model``
         del model
-        head_module = make_head(head, CLIP_DIM, dim)
-    if checkpoint is not None:
-        _load_image_tower(visual, checkpoint)
+    if state is not None:
+        _load_image_tower(visual, state, checkpoint)
     spec = EmbedderSpec(NAME, size, dim, pretrained, {"head": head, "seed": seed, "quick_gelu": quick_gelu})
     embedder = ClipEmbedder(spec, visual, head_module, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
     return embedder.eval()
@@ -115,10 +116,9 @@ def _resolve_weights(pretrained: str) -> tuple[Path | None, dict[str, Any]]:
     return Path(downloaded), cfg
 
 
-def _load_image_tower(visual: nn.Module, path: Path) -> None:
-    """Load the image tower from a CLIP or image-tower state dict, resizing position embeddings."""
+def _read_image_tower(path: Path) -> dict[str, Any]:
+    """The ``visual.*`` entries of a CLIP state dict, or an image-tower-only state dict prefixed so."""
     from open_clip.factory import load_state_dict
-    from open_clip.model import resize_pos_embed
 
     try:
         state = load_state_dict(str(path), device="cpu", weights_only=True)
@@ -129,9 +129,14 @@ def _load_image_tower(visual: nn.Module, path: Path) -> None:
     if not isinstance(state, dict):
         raise ModelError(f"checkpoint {path} is not a state dict")
     if any(key.startswith("visual.") for key in state):
-        state = {key: value for key, value in state.items() if key.startswith("visual.")}
-    else:  # an image-tower-only state dict
-        state = {f"visual.{key}": value for key, value in state.items()}
+        return {key: value for key, value in state.items() if key.startswith("visual.")}
+    return {f"visual.{key}": value for key, value in state.items()}
+
+
+def _load_image_tower(visual: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Load ``visual.*`` weights, interpolating position embeddings to this input size."""
+    from open_clip.model import resize_pos_embed
+
     resize_pos_embed(state, module_group(visual=visual))  # grid of the checkpoint -> this input size
     try:
         result = visual.load_state_dict({key[len("visual."):]: v for key, v in state.items()}, strict=False)
