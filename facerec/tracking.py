@@ -46,11 +46,17 @@ def mlflow_run(
     tags: Mapping[str, Any] | None = None,
     nested: bool = False,
 ) -> Iterator[Any]:
-    """Start (or nest) an MLflow run in ``experiment`` with params and standard tags."""
+    """Start (or nest) an MLflow run in ``experiment`` with params and standard tags.
+
+    Inside an active run the new run nests (a pipeline chaining stages); under
+    ``mlflow run`` (``$MLFLOW_RUN_ID`` set) the first run is the project's run, in the
+    experiment chosen there.
+    """
     import mlflow
 
     configure_tracking()
-    if not nested:
+    nested = nested or mlflow.active_run() is not None
+    if not nested and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
     all_tags = {"facerec.git_commit": git_commit() or "unknown", **(tags or {})}
     with mlflow.start_run(run_name=run_name, nested=nested, tags={k: str(v) for k, v in all_tags.items()}) as run:
