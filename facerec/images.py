@@ -48,6 +48,7 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
                     img.draft("RGB", (max_side, max_side))  # decode at reduced scale
                 img.load()
                 img = ImageOps.exif_transpose(img)
+                img = _reduce(img, max_side)
                 rgb = to_rgb(img)
     except ImageError:
         raise
@@ -57,6 +58,17 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return rgb
+
+
+def _reduce(img: Image.Image, max_side: int) -> Image.Image:
+    """Box-downscale a huge image by an integer factor before colour conversion (saves memory and time)."""
+    factor = max(img.size) // max_side
+    if factor < 2:
+        return img
+    try:
+        return img.reduce(factor)
+    except ValueError:  # modes without reduce ("1", "P", "I;16"): converted at full size
+        return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
