@@ -170,9 +170,11 @@ class FaceRecognizer:
                 return {"model": self._model}
             return {"model": self._model, **self._model_args}
         if self._model is None:
-            record = self._open_gallery().model() if self._gallery_exists() else None
+            if not self._gallery_exists():
+                raise ModelError(f"no model given and no gallery at {self.gallery_path} to take it from: pass --model")
+            record = self._open_gallery().model()
             if record is None:
-                raise ModelError(f"no model given, and gallery {self.gallery_path} records none: pass --model")
+                raise ModelError(f"no model given, and gallery {self.gallery_path} records none yet: pass --model")
             log.info("using the gallery's model: %s", record.describe())
             return record.spec
         spec = self._model.spec
@@ -333,20 +335,19 @@ class FaceRecognizer:
         step = max(self.batch_size * 4, 1)
         for start in range(0, len(queue), step):
             chunk = queue[start : start + step]
-            ready = []
+            ready: list[tuple[str, list[Prepared]]] = []  # identities whose photos are all done
             for (name, _), item in zip(chunk, self.prepare([p for _, p in chunk])):
+                if item.error is not None and not skip_errors:  # keep the identities finished so far, then stop
+                    results.extend(self._commit(ready) if ready else [])
+                    raise type(item.error)(f"{item.error} (stopped; {len(results)} identities enrolled before it; "
+                                           "--skip-errors skips bad photos)")
                 if item.error is not None:
-                    if not skip_errors:
-                        done = sum(r.created for r in results)
-                        raise type(item.error)(f"{item.error} (stopped; {done} identities enrolled before; "
-                                               "--skip-errors skips bad photos)")
                     failed.append({"image": str(item.path), "identity": name, "error": str(item.error)})
                 else:
                     pending[name].append(item)
                 remaining[name] -= 1
-                if remaining[name] == 0:
+                if remaining[name] == 0 and pending[name]:
                     ready.append((name, pending.pop(name)))
-            ready = [(n, items) for n, items in ready if items]
             if ready:
                 results.extend(self._commit(ready))
             if progress:
