@@ -1,0 +1,137 @@
+"""Pair and P x K batch sampling: balance, identities, determinism, sharding; augmented datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facerec.data import ImageRecord
+from facerec.errors import ConfigError, DataError
+from facerec.sampling import LabelledDataset, PairBatchSampler, PairDataset, PKBatchSampler
+from facerec.transforms import apply, eval_transform, seed_transform, train_transform
+
+
+def make_records(counts: dict[str, int], root: Path = Path("/nowhere")) -> list[ImageRecord]:
+    return [ImageRecord(root / name / f"{name}_{i:04d}.jpg", name) for name, n in counts.items() for i in range(1, n + 1)]
+
+
+COUNTS = {**{f"multi{i}": 2 + i % 4 for i in range(12)}, **{f"single{i}": 1 for i in range(20)}}
+
+
+def identity(records, index):
+    return records[index].identity
+
+
+def test_pair_batches_hold_the_configured_balance():
+    records = make_records(COUNTS)
+    sampler = PairBatchSampler(records, batch_size=20, steps=30, positive_fraction=0.4, augmented_fraction=0.25, seed=1)
+    assert len(sampler) == 30
+    for batch in sampler:
+        assert len(batch) == 20
+        positives = [(a, b) for a, b, same in batch if same]
+        negatives = [(a, b) for a, b, same in batch if not same]
+        assert len(positives) == 8 and len(negatives) == 12  # exactly round(20 * 0.4)
+        assert all(identity(records, a) == identity(records, b) for a, b in positives)
+        assert all(identity(records, a) != identity(records, b) for a, b in negatives)
+        augmented = [(a, b) for a, b in positives if a == b]
+        assert len(augmented) == 2  # round(8 * 0.25): one photo twice, from single-image identities
+        assert all(identity(records, a).startswith("single") for a, _ in augmented)
+        assert all(a != b for a, b in positives if (a, b) not in augmented)
+
+
+def test_pair_sampling_is_seeded_per_epoch():
+    records = make_records(COUNTS)
+    sampler = PairBatchSampler(records, batch_size=8, steps=3, seed=5)
+    first = list(sampler)
+    assert list(sampler) == first  # same epoch, same batches
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    assert list(PairBatchSampler(records, batch_size=8, steps=3, seed=6)) != first
+
+
+def test_ranks_draw_different_shares_of_the_same_global_stream():
+    records = make_records(COUNTS)
+    ranks = [list(PairBatchSampler(records, 8, steps=4, seed=2, rank=r, world_size=2)) for r in (0, 1)]
+    stream = list(PairBatchSampler(records, 8, steps=8, seed=2))  # the same stream, one process
+    assert ranks[0] != ranks[1]
+    for step in range(4):  # step s of rank r is batch 2s + r of the stream: disjoint shares
+        assert [ranks[r][step] for r in (0, 1)] == stream[2 * step : 2 * step + 2]
+    for batches in ranks:
+        assert all(sum(same for _, _, same in b) == 4 for b in batches)
+
+
+def test_pair_sampler_needs_identities_that_can_form_pairs():
+    with pytest.raises(DataError):
+        PairBatchSampler(make_records({"a": 3}), batch_size=4, steps=1)
+    singles = make_records({"a": 1, "b": 1, "c": 1})
+    with pytest.raises(DataError, match="augmented_fraction"):
+        PairBatchSampler(singles, batch_size=4, steps=1, augmented_fraction=0.5)
+    only_augmented = PairBatchSampler(singles, batch_size=4, steps=2, augmented_fraction=1.0)
+    assert all(a == b for batch in only_augmented for a, b, same in batch if same)
+    with pytest.raises(ConfigError):
+        PairBatchSampler(singles, batch_size=4, steps=1, positive_fraction=1.5)
+
+
+def test_pk_batches_hold_p_identities_with_k_images_each():
+    records = make_records(COUNTS)
+    sampler = PKBatchSampler(records, P=6, K=4, steps=10, augmented_fraction=0.34, seed=3)
+    for batch in sampler:
+        assert len(batch) == 24
+        labels = [label for _, label in batch]
+        assert len(set(labels)) == 6 and all(labels.count(label) == 4 for label in set(labels))
+        names = {label: {identity(records, i) for i, l in batch if l == label} for label in set(labels)}
+        assert all(len(n) == 1 for n in names.values())  # a label is one identity
+        singles = [n for n in names.values() if next(iter(n)).startswith("single")]
+        assert len(singles) == 2  # round(6 * 0.34)
+        for label in set(labels):
+            images = [i for i, l in batch if l == label]
+            available = COUNTS[identity(records, images[0])]
+            assert len(set(images)) == min(4, available)  # distinct photos first, then repeats
+
+
+def test_pk_sampler_checks_its_shape_against_the_data():
+    records = make_records(COUNTS)
+    with pytest.raises(ConfigError):
+        PKBatchSampler(records, P=4, K=1, steps=1)
+    with pytest.raises(DataError, match="2\\+ images"):
+        PKBatchSampler(records, P=20, K=2, steps=1, augmented_fraction=0.0)
+
+
+# ------------------------------------------------------------------ datasets
+@pytest.fixture()
+def photo_records(tmp_path) -> list[ImageRecord]:
+    rng = np.random.default_rng(0)
+    records = make_records({"a": 2, "b": 1}, tmp_path)
+    for record in records:
+        record.path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(record.path)
+    return records
+
+
+def test_a_photo_paired_with_itself_gets_two_different_augmentations(photo_records):
+    dataset = PairDataset(photo_records, train_transform(32, "strong"))
+    seed_transform(dataset.transform, 0)
+    a, b, same = dataset[(2, 2, True)]
+    assert a.shape == b.shape == (3, 32, 32) and a.dtype == torch.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert same == 1.0 and not torch.equal(a, b)
+
+
+def test_augmentation_is_reproducible_from_its_seed(photo_records):
+    dataset = LabelledDataset(photo_records, train_transform(32, "strong"))
+    seed_transform(dataset.transform, 7)
+    first = [dataset[(i, 0)][0] for i in range(3)]
+    seed_transform(dataset.transform, 7)
+    assert all(torch.equal(x, y) for x, y in zip(first, [dataset[(i, 0)][0] for i in range(3)]))
+
+
+def test_eval_transform_matches_the_embedder_preprocessing(photo_records):
+    from facerec.images import load_image
+
+    image = load_image(photo_records[0].path)
+    x = apply(eval_transform(24), image)
+    assert x.shape == (3, 24, 24)
+    assert torch.equal(apply(train_transform(24, "none"), image), x)  # "none" = plain resize

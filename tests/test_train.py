@@ -1,0 +1,220 @@
+"""Fine-tuning on the embedded sample: loss goes down, model directory, MLflow run, checkpoints, resume,
+strategies (freezing, last-N, LoRA) and their errors. Tiny models (random init, 32-64 px), few steps."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from facerec.config import load_config, to_dict
+from facerec.data import generate_pairs
+from facerec.embedders import create_embedder, load_model_dir
+from facerec.embedders.base import make_head
+from facerec.embedding import embed_paths
+from facerec.errors import ConfigError
+from facerec.lora import LoRA, merge_lora
+from facerec.metrics import best_threshold
+from facerec.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
+from facerec.train import CHECKPOINT_FILE, Trainer, TrainConfig, _rng_state, _set_rng_state, load_records, pair_scores, train
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "train").glob("*.yaml"))
+TINY = [
+    "model.name=resnet18", "model.pretrained=none", "model.input_size=32",
+    "data.kind=sample", "data.val_fraction=0.2", "data.val_pairs=40", "data.augment=light",
+    "data.augmented_fraction=0.25", "loss.kind=contrastive", "optim.lr=0.001", "optim.head_lr=0.001",
+    "epochs=2", "batch_size=4", "steps_per_epoch=2", "num_workers=0", "device=cpu", "amp=false",
+    "val_batch_size=40", "run_name=tiny",
+]
+
+
+def tiny(tmp_path: Path, *overrides: str) -> TrainConfig:
+    return load_config(TrainConfig, None, [*TINY, f"output={tmp_path}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run (2 epochs x 2 steps) shared by the read-only tests below."""
+    tmp = tmp_path_factory.mktemp("train")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        config = tiny(tmp / "runs")
+        result = train(config)
+        yield config, result, mlflow.MlflowClient().get_run(result.run_id), mlflow.MlflowClient()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    config = load_config(TrainConfig, path)
+    assert config.epochs >= 1 and 0 < config.data.val_fraction < 1
+
+
+def test_training_steps_lower_the_loss_on_the_sample(tmp_path):
+    config = tiny(tmp_path, "data.augment=none", "data.augmented_fraction=0", "optim.warmup=0",
+                  "optim.lr=0.003", "optim.head_lr=0.003", "epochs=20", "steps_per_epoch=1", "batch_size=8")
+    trainer = Trainer(config)
+    a, b, same = next(iter(trainer._loader(1)))  # one fixed batch of sample pairs
+
+    def loss() -> float:
+        with torch.no_grad():
+            return trainer.loss_fn(*trainer.network(torch.cat([a, b])).chunk(2), same).item()
+
+    set_train_mode(trainer.network)
+    before = loss()
+    for _ in range(8):
+        trainer._step((a, b, same))
+    assert loss() < 0.7 * before
+    assert trainer.global_step == 8
+
+
+def test_a_run_writes_a_loadable_model_directory_with_a_calibrated_threshold(trained, tmp_path):
+    config, result, _, _ = trained
+    meta = json.loads((result.model_dir / "model.json").read_text())
+    assert {"weights.pt", "model.json", "config.yaml"} <= {p.name for p in result.model_dir.iterdir()}
+    model = load_model_dir(result.model_dir)
+    assert model.threshold == pytest.approx(result.threshold) == pytest.approx(meta["threshold"])
+    assert model.fingerprint == meta["fingerprint"]
+    assert meta["start_weights"] == "resnet18:none" and meta["best_epoch"] == result.metrics["best_epoch"]
+    # the threshold is the accuracy-best one on the validation pairs, for the saved weights
+    _, val, _ = load_records(config.data, config.seed)
+    pairs = generate_pairs(val, config.data.val_pairs, seed=config.seed, n_folds=10)
+    paths = sorted({p for pair in pairs for p in (pair.path1, pair.path2)})
+    scores = pair_scores(embed_paths(model, paths, progress=False, num_workers=0),
+                         {p: i for i, p in enumerate(paths)}, pairs)
+    assert best_threshold(scores, [p.same for p in pairs]) == pytest.approx(result.threshold, abs=1e-5)
+    assert not {r.identity for r in val} & {r.identity for r in load_records(config.data, config.seed)[0]}
+    assert [row["epoch"] for row in result.history] == [0, 1, 2]
+    assert all(np.isfinite(row["train_loss"]) for row in result.history[1:])
+
+
+def test_a_run_is_logged_to_mlflow(trained):
+    _, result, run, client = trained
+    assert run.data.tags["facerec.start_weights"] == "resnet18:none"
+    assert run.data.params["strategy.kind"] == "full" and run.data.params["model.input_size"] == "32"
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_auc")] == [0, 1, 2]
+    assert run.data.metrics["threshold"] == pytest.approx(result.threshold)
+    assert run.data.metrics["images_per_s"] > 0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "plots", "history.json"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {"model/weights.pt", "model/model.json"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/training_curves.png"]
+
+
+def test_checkpoint_round_trip(trained):
+    config, result, _, _ = trained
+    state = torch.load(result.model_dir.parent / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 2 and state["global_step"] == 4
+    assert state["config"] == to_dict(config)
+    fresh = create_embedder("resnet18", input_size=32, seed=123)
+    fresh.load_state_dict(state["model"])  # strict: every key fits the plain architecture
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state["model"].items())
+    assert len(state["optimizer"]["state"]) > 0 and state["scheduler"]["last_epoch"] == 4
+
+    rng = _rng_state()
+    draws = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    _set_rng_state(rng)
+    assert torch.equal(torch.rand(3), draws[0]) and np.array_equal(np.random.rand(3), draws[1])
+    assert __import__("random").random() == draws[2]
+
+
+def test_resume_after_a_crash_reaches_the_same_weights(trained, tmp_path, mlflow_store, monkeypatch):
+    _, straight, _, _ = trained  # the same tiny config, run without interruption
+    original = Trainer._save_checkpoint
+
+    def save_then_crash(self):
+        original(self)
+        raise KeyboardInterrupt("simulated crash after epoch 1")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path / "b"))
+    monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+    assert torch.load(tmp_path / "b" / "tiny" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
+
+    resumed = train(tiny(tmp_path / "b", "resume=true"))
+    final = [torch.load(p / CHECKPOINT_FILE, weights_only=True)["model"]
+             for p in (straight.model_dir.parent, tmp_path / "b" / "tiny")]
+    assert final[0].keys() == final[1].keys()
+    assert all(torch.allclose(final[0][k].float(), final[1][k].float(), atol=1e-6) for k in final[0])
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
+    assert resumed.history[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"])
+    run = mlflow.MlflowClient().get_run(resumed.run_id)
+    assert "facerec.resumed_from_run" in run.data.tags
+
+
+def test_resume_and_restart_are_refused_where_they_would_mix_runs(trained):
+    config, result, _, _ = trained
+    output = str(result.model_dir.parent.parent)
+    with pytest.raises(ConfigError, match="already holds a checkpoint"):
+        Trainer(load_config(TrainConfig, None, [*TINY, f"output={output}"]))
+    with pytest.raises(ConfigError, match="loss.margin"):
+        Trainer(load_config(TrainConfig, None, [*TINY, f"output={output}", "resume=true", "loss.margin=0.3"]))
+    with pytest.raises(ConfigError, match="does not exist"):
+        Trainer(load_config(TrainConfig, None, [*TINY, f"output={output}", "resume=true", "run_name=other"]))
+
+
+# ------------------------------------------------------------------ strategies
+@pytest.fixture(scope="module")
+def clip():
+    return create_embedder("clip-vit-b-32", input_size=64)
+
+
+def test_lora_trains_only_adapters_and_merges_into_the_plain_architecture(clip):
+    model = copy.deepcopy(clip)
+    plain_keys = set(model.state_dict())
+    apply_strategy(model, StrategyConfig(kind="lora", lora_rank=4, lora_alpha=8))
+    width = 768
+    per_block = 4 * (width + 3 * width) + 4 * (width + width)  # A and B of in_proj (3D x D) and out_proj (D x D)
+    assert parameter_counts(model)["trainable"] == 12 * per_block
+    assert all(isinstance(m, LoRA) == any(p.requires_grad for p in m.parameters(recurse=False))
+               for m in model.modules() if list(m.parameters(recurse=False)))
+
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), clip(x), atol=1e-5)  # B = 0: starts at the pretrained function
+        for m in model.modules():
+            if isinstance(m, LoRA):
+                m.lora_B.normal_(std=0.02)
+        adapted = model(x)
+    assert not torch.allclose(adapted, clip(x), atol=1e-3)
+    assert merge_lora(model) == 24
+    assert set(model.state_dict()) == plain_keys
+    with torch.no_grad():
+        assert torch.allclose(model(x), adapted, atol=1e-4)
+
+
+def test_last_n_and_linear_probe_parameter_counts(clip):
+    last = copy.deepcopy(clip)
+    apply_strategy(last, StrategyConfig(kind="last_n", n_blocks=2))
+    expected = sum(p.numel() for b in last.blocks()[-2:] for p in b.parameters())
+    assert parameter_counts(last)["trainable"] == expected > 0
+
+    with pytest.raises(ConfigError, match="head"):
+        apply_strategy(copy.deepcopy(clip), StrategyConfig(kind="linear"))  # CLIP's default head is Identity
+    probe = copy.deepcopy(clip)
+    probe.head = make_head("linear", 512, 128)  # what model.options.head=linear builds
+    apply_strategy(probe, StrategyConfig(kind="linear"))
+    assert parameter_counts(probe)["trainable"] == 512 * 128
+    with pytest.raises(ConfigError, match="n_blocks"):
+        apply_strategy(copy.deepcopy(clip), StrategyConfig(kind="last_n", n_blocks=99))
+
+
+def test_cnn_strategies_freeze_batchnorm_and_refuse_lora():
+    model = create_embedder("resnet18", input_size=32)
+    with pytest.raises(ConfigError, match="no attention layers"):
+        apply_strategy(model, StrategyConfig(kind="lora"))
+    model = create_embedder("resnet18", input_size=32)
+    apply_strategy(model, StrategyConfig(kind="last_n", n_blocks=1))
+    set_train_mode(model)
+    assert not model.backbone.layer1[0].bn1.training and model.backbone.layer4[0].bn1.training
+    groups = {g["name"]: g for g in param_groups(model, lr=1e-4, head_lr=1e-2, weight_decay=0.1)}
+    assert set(groups) == {"backbone", "backbone_no_decay", "head"}  # the head is a bias-free Linear
+    assert groups["head"]["lr"] == 1e-2 and groups["backbone"]["lr"] == 1e-4
+    assert groups["backbone_no_decay"]["weight_decay"] == 0.0 and groups["backbone"]["weight_decay"] == 0.1
+    trained = {id(p) for g in groups.values() for p in g["params"]}
+    assert trained == {id(p) for p in [*model.backbone.layer4.parameters(), *model.head.parameters()]}
