@@ -278,6 +278,13 @@ class Distributed:
         if self.world_size > 1:
             dist.barrier()
 
+    def sync_buffers(self, module: nn.Module) -> None:
+        """Copy rank 0's buffers (BatchNorm statistics) to every rank: DDP syncs them only
+        at the start of each forward, so after the last step each rank holds its own."""
+        if self.world_size > 1:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def sum(self, *values: float) -> list[float]:
         """Sum scalars over all processes."""
         if self.world_size == 1:
@@ -521,6 +528,7 @@ class Trainer:
                 stopped = True
                 break
         seconds = time.perf_counter() - start
+        self.dist.sync_buffers(self.model)
         loss_sum, steps_all = self.dist.sum(loss_sum, steps)
         images = steps_all * self.images_per_step
         return {
