@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from facerec.config import from_dict, merge, to_dict
 from facerec.errors import ConfigError
@@ -43,9 +43,6 @@ class ModelEntry:
     input_size: int | None = None
     pretrained: str = "none"
     embedding_dim: int | None = None
-
-    def label(self, input_size: int) -> str:
-        return f"{self.name}@{input_size}px"
 
 
 @dataclass(frozen=True)
@@ -76,9 +73,10 @@ class BenchmarkConfig:
     output_dir: str | None = None
     device: str = "cpu"
     resume: bool = True
+    #: Overrides every model's ``pretrained`` (e.g. ``none`` on a machine that cannot fetch weights).
+    pretrained: str | None = None
     only: tuple[str, ...] = ()
     register: RegistryConfig = field(default_factory=RegistryConfig)
-    projection: Literal["tsne", "pca"] = "tsne"
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -103,6 +101,7 @@ class ModelOutcome:
     """One model's result in a benchmark."""
 
     entry: ModelEntry
+    weights: str
     label: str
     run_id: str
     model_dir: Path
@@ -139,7 +138,7 @@ def model_train_config(config: BenchmarkConfig, entry: ModelEntry) -> dict[str, 
     """The shared training mapping with this model's backbone filled in (None: zero-shot)."""
     if config.train is None:
         return None
-    model = {"name": entry.name, "pretrained": entry.pretrained}
+    model = {"name": entry.name, "pretrained": config.pretrained or entry.pretrained}
     if entry.input_size is not None:
         model["input_size"] = entry.input_size
     if entry.embedding_dim is not None:
@@ -148,8 +147,11 @@ def model_train_config(config: BenchmarkConfig, entry: ModelEntry) -> dict[str, 
 
 
 def model_hash(config: BenchmarkConfig, entry: ModelEntry) -> str:
-    """Everything that changes a model's numbers: backbone, training, evaluation."""
-    return _hash({"model": to_dict(entry), "train": model_train_config(config, entry), "evaluate": to_dict(config.evaluate)})
+    """Everything that changes a model's numbers: backbone and weights, training, evaluation."""
+    return _hash({
+        "model": to_dict(entry), "pretrained": config.pretrained, "train": model_train_config(config, entry),
+        "evaluate": to_dict(config.evaluate),
+    })
 
 
 # --------------------------------------------------------------------- running
@@ -162,104 +164,138 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
 
     started = time.perf_counter()
     configure_tracking()
-    eval_set = prepare_images(protocol_set(config.evaluate), config.evaluate, progress)
     config.out.mkdir(parents=True, exist_ok=True)
+    eval_set = prepare_images(protocol_set(config.evaluate), config.evaluate, progress)
+    train_data = training_data(config, progress)
     tags = {BENCHMARK_TAG: config.name, "facerec.protocol": config.evaluate.protocol, "facerec.data": str(eval_set.root)}
-    params = {"benchmark": {k: v for k, v in to_dict(config).items() if k not in ("models", "train", "evaluate")},
-              "models": ",".join(m.label(m.input_size or 0) for m in config.selected()),
-              "evaluate": to_dict(config.evaluate), "train": config.train or "zero-shot"}
+    params = {
+        "benchmark": {k: v for k, v in to_dict(config).items() if k not in ("models", "train", "evaluate")},
+        "models": ", ".join(m.name + (f"@{m.input_size}px" if m.input_size else "") for m in config.selected()),
+        "evaluate": to_dict(config.evaluate), "train": config.train or "zero-shot",
+    }
     outcomes: list[ModelOutcome] = []
     with mlflow_run(config.experiment, f"benchmark {config.name}", params=params, tags=tags) as parent:
         for entry in config.selected():
-            outcomes.append(run_model(config, entry, eval_set, progress))
+            outcomes.append(run_model(config, entry, eval_set, train_data, progress))
         table = results_table(outcomes)
         log_summary(config, outcomes, table)
         champion = register_champion(config, outcomes) if config.register.enabled else None
         if champion:
-            mlflow.set_tag("facerec.champion", f"{champion['label']} (v{champion['version']})")
+            mlflow.set_tag("facerec.champion", f"{champion['label']} v{champion['version']}")
         seconds = time.perf_counter() - started
         mlflow.log_metric("benchmark_seconds", seconds)
     return BenchmarkResult(parent.info.run_id, outcomes, table["markdown"], champion, seconds)
 
 
-def find_finished(config: BenchmarkConfig, entry: ModelEntry, digest: str) -> str | None:
-    """The newest finished child run of an earlier benchmark with the same model hash."""
+def training_data(config: BenchmarkConfig, progress: bool = True) -> dict[str, Any]:
+    """``train.data`` keys the benchmark sets: with the folder protocol, a folder of the identities
+    that are not held out for evaluation, so training never sees an evaluation identity."""
+    from facerec.evaluate import training_folder
+
+    if config.train is None or config.evaluate.protocol != "folder":
+        return {}
+    if config.evaluate.holdout <= 0:
+        raise ConfigError("the folder protocol evaluates on the training folder's identities: set evaluate.holdout > 0 "
+                          "so that the benchmark trains on the others")
+    tree = training_folder(config.evaluate, config.out / "train-identities", progress)
+    return {"kind": "folder", "root": str(tree), "crops": str(tree) if config.evaluate.crop else None}
+
+
+def find_finished(digest: str) -> str | None:
+    """The newest finished run with the same model hash in the active (parent) run's experiment."""
     import mlflow
 
-    experiment = mlflow.get_experiment_by_name(config.experiment)
-    if experiment is None:
-        return None
     runs = mlflow.search_runs(
-        [experiment.experiment_id],
+        [mlflow.active_run().info.experiment_id],
         filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
     )
     return runs[0].info.run_id if runs else None
 
 
-def run_model(config: BenchmarkConfig, entry: ModelEntry, eval_set: EvalSet, progress: bool) -> ModelOutcome:
-    """One nested child run: train (or reuse a finished earlier result), evaluate, log."""
+def run_model(
+    config: BenchmarkConfig, entry: ModelEntry, eval_set: EvalSet, train_data: dict[str, Any], progress: bool
+) -> ModelOutcome:
+    """One nested child run per model: train (the trainer's run is the child), evaluate into it, log.
+
+    A finished earlier run with the same hash whose files are still in the output folder is
+    reused: a new child run records its evaluation, tagged ``facerec.resumed_from``.
+    """
     import mlflow
 
-    from facerec.evaluate import log_result
-    from facerec.tracking import mlflow_run
+    from facerec.embedders import is_model_dir, load_model_dir
+    from facerec.evaluate import RESULT_FILE, evaluate_model, log_result, model_info
+    from facerec.tracking import log_params, mlflow_run
 
     digest = model_hash(config, entry)
-    slot = config.out / entry.name
+    slug = f"{entry.name}-{digest[:8]}"
+    slot = config.out / "models" / slug
     model_dir = slot / "model"
-    previous = find_finished(config, entry, digest) if config.resume else None
-    resumed = previous is not None and (slot / "eval").is_dir() and (model_dir / "model.json").is_file()
-    if previous and not resumed:
-        log.info("%s: finished run %s found but its files in %s are gone: running again", entry.name, previous, slot)
+    previous = find_finished(digest) if config.resume else None
+    reuse = previous is not None and (slot / "eval" / RESULT_FILE).is_file() and is_model_dir(model_dir)
+    if previous and not reuse:
+        log.info("%s: finished run %s found, but its files under %s are gone: running again", entry.name, previous, slot)
     train_config = model_train_config(config, entry)
     tags = {CONFIG_HASH_TAG: digest, BENCHMARK_TAG: config.name, "facerec.model": entry.name,
-            "facerec.weights": entry.pretrained, "facerec.protocol": config.evaluate.protocol}
-    if resumed:
-        tags["facerec.resumed_from"] = previous
-    size = entry.input_size or 0
-    with mlflow_run(config.experiment, f"{entry.label(size)} {config.name}", tags=tags, nested=True) as run:
-        if resumed:
-            log.info("%s: reusing finished run %s (same configuration %s)", entry.name, previous, digest)
-            result = EvalResult.load(slot / "eval")
-            train_seconds = float(json.loads((slot / "train.json").read_text())["seconds"])
-        else:
-            embedder, train_seconds = train_or_load(config, entry, train_config, model_dir)
-            from facerec.evaluate import evaluate_model, model_info
-
+            "facerec.weights": config.pretrained or entry.pretrained, "facerec.protocol": config.evaluate.protocol}
+    train_seconds = 0.0
+    if reuse:
+        log.info("%s: reusing finished run %s (configuration %s)", entry.name, previous, digest)
+        result = EvalResult.load(slot / "eval")
+        train_seconds = float(json.loads((slot / "train.json").read_text(encoding="utf-8"))["seconds"])
+        context = mlflow_run(config.experiment, f"{result.model['label']} {config.name}",
+                             tags={**tags, "facerec.resumed_from": previous}, nested=True)
+    elif train_config is None:
+        context = mlflow_run(config.experiment, f"{entry.name} {config.name}", tags=tags, nested=True)
+    else:
+        trained = train_model(config, entry, merge(train_config, {"data": train_data}), slot)
+        train_seconds = trained.seconds
+        context = mlflow.start_run(run_id=trained.run_id, nested=True)
+    with context as run:
+        if not reuse:
+            if train_config is None:
+                embedder = zero_shot_model(config, entry, model_dir)
+            else:
+                embedder = load_model_dir(model_dir, config.device)
             label = f"{embedder.name}@{embedder.input_size}px"
             result = evaluate_model(embedder, eval_set, config.evaluate, model_info(embedder, model_dir, label), progress)
             result.save(slot / "eval")
             (slot / "train.json").write_text(json.dumps({"seconds": train_seconds}), encoding="utf-8")
-        mlflow.set_tag("mlflow.runName", f"{result.model['label']} {config.name}")
-        from facerec.tracking import log_params
-
-        log_params({"model": to_dict(entry), "train": train_config or "zero-shot", "input_size": result.model["input_size"]})
+        mlflow.set_tags({**tags, "mlflow.runName": f"{result.model['label']} {config.name}"})
+        if train_config is None or reuse:
+            log_params({"model": to_dict(entry), "train": train_config or "zero-shot"})
         mlflow.log_metric("train_seconds", train_seconds)
         log_result(result, config.evaluate)
-    return ModelOutcome(entry, result.model["label"], run.info.run_id, model_dir, result, train_seconds, resumed)
+    return ModelOutcome(entry, tags["facerec.weights"], result.model["label"], run.info.run_id, model_dir, result,
+                        train_seconds, reuse)
 
 
-def train_or_load(
-    config: BenchmarkConfig, entry: ModelEntry, train_config: dict[str, Any] | None, model_dir: Path
-) -> tuple[Any, float]:
-    """Fine-tune with the shared training config (nested under the model's run), or save the start weights."""
-    from facerec.embedders import load_model, load_model_dir, save_model_dir
+def train_model(config: BenchmarkConfig, entry: ModelEntry, train_config: dict[str, Any], slot: Path) -> Any:
+    """Fine-tune with the shared config; the trainer's nested run becomes the model's child run.
 
-    if train_config is None:
-        options = {"input_size": entry.input_size} if entry.input_size else {}
-        if entry.embedding_dim:
-            options["embedding_dim"] = entry.embedding_dim
-        embedder = load_model(entry.name, pretrained=entry.pretrained, device=config.device, **options)
-        save_model_dir(embedder, model_dir, config={"zero_shot": to_dict(entry)}, info={"benchmark": config.name})
-        return embedder, 0.0
-    from facerec.train import TrainConfig, train
+    The run folder is ``slot`` (model in ``slot/model``); an interrupted run resumes from its checkpoint.
+    """
+    from facerec.train import CHECKPOINT_FILE, TrainConfig, train
 
+    paths = {"output": str(slot.parent), "run_name": slot.name, "resume": (slot / CHECKPOINT_FILE).is_file(),
+             "overwrite": False}
     try:
-        train_cfg = from_dict(TrainConfig, merge(train_config, {"output_dir": str(model_dir)}))
+        train_cfg = from_dict(TrainConfig, merge(train_config, paths))
     except ConfigError as exc:
         raise ConfigError(f"benchmark {config.name}, model {entry.name}: {exc}") from None
-    outcome = train(train_cfg, run_name=f"train {entry.name}", nested=True)
-    return load_model_dir(outcome.model_dir, config.device), float(outcome.seconds)
+    if paths["resume"]:
+        log.info("%s: resuming the interrupted training in %s", entry.name, slot)
+    return train(train_cfg, run_name=slot.name, nested=True)
+
+
+def zero_shot_model(config: BenchmarkConfig, entry: ModelEntry, model_dir: Path) -> Any:
+    """The start weights as they are, saved as a model directory (for size and registration)."""
+    from facerec.embedders import load_model, save_model_dir
+
+    options = {k: v for k, v in (("input_size", entry.input_size), ("embedding_dim", entry.embedding_dim)) if v}
+    embedder = load_model(entry.name, pretrained=config.pretrained or entry.pretrained, device=config.device, **options)
+    save_model_dir(embedder, model_dir, config={"zero_shot": to_dict(entry)}, info={"benchmark": config.name})
+    return embedder
 
 
 # --------------------------------------------------------------------- summary
@@ -276,13 +312,10 @@ def table_rows(outcomes: Sequence[ModelOutcome]) -> list[dict[str, Any]]:
     rows = []
     for o in outcomes:
         m = o.result.metrics
-        row = {
-            "model": o.label, "weights": o.result.model.get("pretrained", "none"),
-            "params_m": round(m.get("parameters", 0) / 1e6, 2), "weights_mb": round(m.get("weights_mb", 0), 1),
-            "train_min": round(o.train_seconds / 60, 2), "run_id": o.run_id, "resumed": o.resumed,
-        }
+        row = {"model": o.label, "weights": o.weights, "run_id": o.run_id, "resumed": o.resumed}
         row.update({k: round(v, 4) for k, v in m.items()})
-        row["images_per_s"] = round(m["images_per_s"], 1)
+        row.update(params_m=round(m.get("parameters", 0) / 1e6, 2), weights_mb=round(m.get("weights_mb", 0), 1),
+                   train_min=round(o.train_seconds / 60, 2), images_per_s=round(m["images_per_s"], 1))
         rows.append(row)
     return rows
 
@@ -330,7 +363,7 @@ def log_summary(config: BenchmarkConfig, outcomes: Sequence[ModelOutcome], table
         figures["cmc.png"] = plots.cmc_figure(cmcs, f"CMC, {config.name} ({protocol})")
     panels = {k: (r.scatter_vectors, r.scatter_names.tolist()) for k, r in results.items() if len(r.scatter_vectors) >= 3}
     if panels:
-        figures["embeddings.png"] = plots.embedding_grid(panels, config.projection, config.evaluate.seed)
+        figures["embeddings.png"] = plots.embedding_grid(panels, config.evaluate.projection, config.evaluate.seed)
     plot_dir = config.out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     for name, figure in figures.items():
@@ -362,3 +395,20 @@ def register_champion(config: BenchmarkConfig, outcomes: Sequence[ModelOutcome])
         metric=config.register.metric, value=best.result.metrics[config.register.metric],
         protocol=config.evaluate.protocol, label=best.label, benchmark=config.name,
     )
+
+
+def summary(result: BenchmarkResult) -> dict[str, Any]:
+    """JSON-ready summary with a printable ``text`` (the Markdown table and the champion)."""
+    champion = result.champion
+    lines = [result.table_markdown]
+    if champion:
+        where = champion["uri"] if champion["alias_moved"] else f"{champion['uri']} (@{champion['alias']} kept: it scores higher)"
+        lines.append(f"best: {champion['label']} ({champion['metric']} {champion['value']:.4f}) registered as {where}")
+    lines.append(f"MLflow parent run {result.parent_run_id}; {result.seconds / 60:.1f} min")
+    return {
+        "parent_run_id": result.parent_run_id,
+        "seconds": round(result.seconds, 1),
+        "champion": champion,
+        "models": table_rows(result.outcomes),
+        "text": "\n".join(lines),
+    }

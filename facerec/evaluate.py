@@ -263,6 +263,32 @@ def prepare_images(eval_set: EvalSet, config: EvalConfig, progress: bool = True)
     return cropped
 
 
+def training_folder(config: EvalConfig, dest: str | Path, progress: bool = True) -> Path:
+    """A folder of links to the (cropped) identities the folder protocol does *not* hold out.
+
+    Training on it and evaluating with ``config`` keeps the two identity-disjoint; the
+    split is ``split_by_identity(records, config.holdout, config.split_seed)``, as in
+    ``protocol_set``. The folder name hashes its content, so it is reused when unchanged.
+    """
+    import hashlib
+
+    if config.protocol != "folder" or config.holdout <= 0:
+        raise DataError("a training folder needs the folder protocol with holdout > 0")
+    root = Path(config.data).expanduser() if config.data else sample_root()
+    train_records, _ = split_by_identity(read_identity_folder(root), config.holdout, config.split_seed)
+    cropped = prepare_images(EvalSet("train", root, [], None, train_records), config, progress)
+    names = sorted({r.identity for r in cropped.records})
+    key = hashlib.sha256(json.dumps([str(cropped.root.resolve()), names]).encode()).hexdigest()[:12]
+    tree = Path(dest) / key
+    tree.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        link = tree / name
+        if not link.is_symlink():
+            link.symlink_to((cropped.root / name).resolve(), target_is_directory=True)
+    log.info("training folder %s: %d identities of %s (the held-out ones excluded)", tree, len(names), root)
+    return tree
+
+
 # ------------------------------------------------------------------- evaluation
 def model_info(embedder: Any, model_dir: str | Path | None = None, label: str | None = None) -> dict[str, Any]:
     """Name, input size, start weights, fingerprint, parameter count and weights.pt size."""

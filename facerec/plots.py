@@ -106,7 +106,9 @@ def project_2d(vectors: np.ndarray, method: Literal["tsne", "pca"] = "tsne", see
         from sklearn.manifold import TSNE
 
         perplexity = float(min(30.0, max(2.0, (len(vectors) - 1) / 3)))
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(vectors)
+        # Exact gradients: faster than Barnes-Hut for the few hundred points of these plots.
+        method = "exact" if len(vectors) <= 1000 else "barnes_hut"
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, method=method).fit_transform(vectors)
     raise ValueError(f"unknown projection {method!r}; choose tsne or pca")
 
 

@@ -39,7 +39,9 @@ def register_model_dir(
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
+    logged = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT)}
+    if "model.json" not in logged:  # the trainer logs its model directory already
+        client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT}"
     try:
         client.get_registered_model(name)

@@ -1,0 +1,139 @@
+"""The `quick` benchmark end to end (2 models, tiny budget) into a temporary MLflow store; resume; registry."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from facerec.benchmark import BenchmarkConfig, champion_of, load_benchmark_config, model_hash, results_table
+from facerec.errors import ConfigError
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TINY = [  # two backbones at 32 px, raw photos (no MTCNN), two training steps: the machinery, fast
+    "models=[{name: resnet18, input_size: 32}, {name: mobilenet_v3_large, input_size: 32}]",
+    "evaluate.crop=false", "evaluate.holdout=0.2", "train.data.val_fraction=0.2", "train.epochs=1",
+    "train.steps_per_epoch=2", "train.batch_size=4", "train.num_workers=0", "evaluate.num_workers=0", "evaluate.projection=pca",
+]
+
+
+@pytest.mark.parametrize("name", ["quick", "lfw-view1", "lfw-view1-gpu", "zero-shot-view2"])
+def test_every_experiment_file_loads(name):
+    config = load_benchmark_config(EXPERIMENTS / f"{name}.yaml")
+    assert config.name == name and len(config.models) == 6
+    assert {m.name for m in config.models} == {"clip-vit-b-32", "resnet18", "resnet50", "mobilenet_v2",
+                                                 "mobilenet_v3_large", "efficientnet_b0"}
+    if config.train is not None:  # the trainer accepts the shared training section for every model
+        from facerec.benchmark import model_train_config
+        from facerec.config import from_dict
+        from facerec.train import TrainConfig
+
+        for entry in config.models:
+            from_dict(TrainConfig, model_train_config(config, entry))
+
+
+def test_config_errors_are_one_line_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="only"):
+        load_benchmark_config(EXPERIMENTS / "quick.yaml", ["only=[vgg16]"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_benchmark_config(tmp_path / "nope.yaml")
+    config = load_benchmark_config(EXPERIMENTS / "quick.yaml")
+    changed = load_benchmark_config(EXPERIMENTS / "quick.yaml", ["train.epochs=4"])
+    assert model_hash(config, config.models[1]) != model_hash(changed, changed.models[1])
+    assert model_hash(config, config.models[1]) == model_hash(config, load_benchmark_config(EXPERIMENTS / "quick.yaml").models[1])
+
+
+def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_store, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from facerec.benchmark import run_benchmark
+    from facerec.embedders import load_model, load_model_dir
+    from facerec.evaluate import protocol_set
+
+    monkeypatch.chdir(tmp_path)
+    config = load_benchmark_config(EXPERIMENTS / "quick.yaml", TINY)
+    first = run_benchmark(config, progress=False)
+    client = MlflowClient()
+
+    # One parent, one finished child per model, with metrics, plots, the evaluation and the model.
+    parent = client.get_run(first.parent_run_id)
+    assert parent.info.run_name == "benchmark quick" and parent.info.status == "FINISHED"
+    children = {o.label: client.get_run(o.run_id) for o in first.outcomes}
+    assert set(children) == {"resnet18@32px", "mobilenet_v3_large@32px"}
+    for label, run in children.items():
+        assert run.info.run_name == f"{label} quick" and run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == first.parent_run_id
+        for key in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e-2", "tar_far_1e-3", "precision", "recall",
+                    "f1", "rank1", "rank5", "dir_far_1e-2", "macro_f1", "images_per_s", "parameters", "weights_mb",
+                    "train_seconds", "val_auc"):
+            assert key in run.data.metrics, (label, key)
+        paths = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert {"plots/roc.png", "plots/cmc.png", "plots/confusion.png", "plots/embeddings.png"} <= paths
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} == {"eval/result.json", "eval/arrays.npz"}
+    summary = {a.path for a in client.list_artifacts(first.parent_run_id, "plots")}
+    assert summary == {"plots/roc.png", "plots/cmc.png", "plots/confusion.png", "plots/embeddings.png"}
+    table = client.download_artifacts(first.parent_run_id, "results/results.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
+    assert [r["model"] for r in rows] == ["resnet18@32px", "mobilenet_v3_large@32px"]
+    assert float(rows[0]["accuracy"]) == pytest.approx(children["resnet18@32px"].data.metrics["accuracy"], abs=1e-4)
+    assert (tmp_path / "outputs/benchmark/quick/results.md").read_text() == first.table_markdown
+    assert first.table_markdown.count("\n") == 4  # header, rule, two models
+
+    # Training saw none of the evaluation identities.
+    train_root = Path(children["resnet18@32px"].data.params["data.root"])
+    train_names = {p.name for p in train_root.iterdir()}
+    eval_names = {r.identity for r in protocol_set(config.evaluate).records}
+    assert len(train_names) == 40 and len(eval_names) == 10 and not train_names & eval_names
+
+    # The champion is registered and loads by alias.
+    best = champion_of(first.outcomes, "accuracy")
+    assert first.champion["label"] == best.label and first.champion["uri"] == "models:/facerec-quick@champion"
+    loaded = load_model("models:/facerec-quick@champion")
+    assert loaded.fingerprint == load_model_dir(best.model_dir).fingerprint
+    version = client.get_model_version_by_alias("facerec-quick", "champion")
+    assert version.run_id == best.run_id and version.tags["facerec.protocol"] == "folder"
+
+    # A rerun reuses both finished models (no training) and reports the same numbers.
+    again = run_benchmark(config, progress=False)
+    assert [o.resumed for o in again.outcomes] == [True, True]
+    for a, b in zip(first.outcomes, again.outcomes):
+        assert a.result.metrics == b.result.metrics
+        assert client.get_run(b.run_id).data.tags["facerec.resumed_from"] == a.run_id
+    assert mlflow.search_runs(experiment_names=["facerec-benchmark"], output_format="list").__len__() == 6
+
+    # Retraining from scratch on the same machine gives the same numbers (seeds fixed).
+    fresh = run_benchmark(load_benchmark_config(EXPERIMENTS / "quick.yaml", [*TINY, "only=[resnet18]", "resume=false",
+                                                                              "output_dir=outputs/fresh"]), progress=False)
+    assert not fresh.outcomes[0].resumed
+    assert fresh.outcomes[0].result.metrics["accuracy"] == first.outcomes[0].result.metrics["accuracy"]
+    assert fresh.outcomes[0].result.metrics["auc"] == first.outcomes[0].result.metrics["auc"]
+
+
+def test_results_table_and_champion_choice_follow_the_metrics():
+    from types import SimpleNamespace
+
+    def outcome(label, accuracy, eer):
+        metrics = {"accuracy": accuracy, "accuracy_std": 0.01, "eer": eer, "images_per_s": 10.0, "parameters": 2e6,
+                   "weights_mb": 8.0}
+        return SimpleNamespace(label=label, weights="none", run_id=label, resumed=False, train_seconds=60.0,
+                               result=SimpleNamespace(metrics=metrics))
+
+    outcomes = [outcome("a", 0.7, 0.3), outcome("b", 0.8, 0.35)]
+    assert champion_of(outcomes, "accuracy").label == "b"
+    assert champion_of(outcomes, "eer").label == "a"
+    with pytest.raises(ConfigError):
+        champion_of(outcomes, "rank1")
+    table = results_table(outcomes)
+    assert "| b | none | 2.0 | 8.0 | 1.0 | 10.0 | 0.8000 ± 0.0100 |" in table["markdown"]
+    assert table["csv"].splitlines()[0].startswith("model,weights,run_id,resumed,accuracy")
+
+
+def test_benchmark_config_rejects_duplicates_and_empty_model_lists():
+    from facerec.benchmark import ModelEntry
+
+    with pytest.raises(ValueError):
+        BenchmarkConfig(name="x", models=())
+    with pytest.raises(ValueError):
+        BenchmarkConfig(name="x", models=(ModelEntry("resnet18"), ModelEntry("resnet18")))
