@@ -147,6 +147,7 @@ class Gallery:
         self._conn: sqlite3.Connection | None = None
         self._index: Any = None
         self._index_generation: int | None = None
+        self._per_identity: tuple[int, int] | None = None  # (generation, most images of one identity)
         self._open(create)
 
     @property
@@ -322,8 +323,14 @@ class Gallery:
             )
 
     # ------------------------------------------------------------ writing
-    def enroll(self, batches: Sequence[tuple[str, Sequence[NewImage]]], model: ModelRecord) -> list[EnrollOutcome]:
-        """Add identities' images in ONE transaction (all or nothing); an image already enrolled is skipped."""
+    def enroll(
+        self, batches: Sequence[tuple[str, Sequence[NewImage]]], model: ModelRecord, defer_index: bool = False
+    ) -> list[EnrollOutcome]:
+        """Add identities' images in ONE transaction (all or nothing); an image already enrolled is skipped.
+
+        ``defer_index``: update the index in memory only (bulk enrollment); ``flush_index`` writes it.
+        Until then the file is stale, which is safe: a reader rebuilds it from the database.
+        """
         batches = [(check_name(name), list(images)) for name, images in batches]
         for _, images in batches:
             for image in images:
@@ -343,7 +350,7 @@ class Gallery:
                     self._set_meta(generation=previous + 1, updated_at=now())
             if ids:
                 vectors = np.stack([v for _, vs in results for v in vs])
-                self._update_index(previous, lambda index: self._grow(index, vectors, np.array(ids)))
+                self._update_index(previous, lambda index: self._grow(index, vectors, np.array(ids)), not defer_index)
         return [outcome for outcome, _ in results]
 
     def _insert_identity(
@@ -428,9 +435,12 @@ class Gallery:
             if faiss_index.default_nlist(index.ntotal) >= 2 * inner.nlist:
                 raise ValueError("the gallery outgrew its IVF lists: retrain")
 
-    def _update_index(self, previous: int, change: Any) -> None:
+    def _update_index(self, previous: int, change: Any, write: bool = True) -> None:
         """With the exclusive lock held and the change committed: apply it to the index, or rebuild."""
-        index = self._read_index_file(previous)
+        if self._index is not None and self._index_generation == previous:
+            index = self._index  # ours, and nobody committed since
+        else:
+            index = self._read_index_file(previous)
         if index is not None:
             try:
                 change(index)
@@ -439,8 +449,21 @@ class Gallery:
                 index = None
         if index is None:
             index = self._build_from_db()
-        if index is not None:
-            self._write_index(index, int(self._meta("generation")))
+        generation = int(self._meta("generation"))
+        if index is not None and write:
+            self._write_index(index, generation)
+        else:
+            self._index, self._index_generation = index, generation
+
+    def flush_index(self) -> None:
+        """Write the index kept in memory by ``enroll(defer_index=True)`` (rebuild it if others wrote since)."""
+        with self._lock(exclusive=True), self._guard():
+            generation = int(self._meta("generation"))
+            if self._read_index_file(generation) is not None:
+                return
+            index = self._index if self._index_generation == generation else self._build_from_db()
+            if index is not None:
+                self._write_index(index, generation)
 
     def _index_state(self) -> dict[str, Any]:
         return {
@@ -527,7 +550,7 @@ class Gallery:
         if queries.shape[1] != index.d:
             raise ModelMismatchError(f"queries are {queries.shape[1]}-d but gallery {self.path} holds {index.d}-d vectors")
         with self._guard():
-            per_identity = int(self._scalar("SELECT max(n) FROM (SELECT count(*) AS n FROM images GROUP BY identity_id)") or 1)
+            per_identity = self._most_images_per_identity()
             # the k-th best identity's best image ranks at most (k - 1) * per_identity + 1: exact aggregation
             k = min(int(index.ntotal), max(1, top_k) * per_identity)
             scores, ids = faiss_index.search(index, queries, k)
@@ -541,6 +564,14 @@ class Gallery:
                     best[name] = Match(name, float(score), int(image_id))
             results.append(sorted(best.values(), key=lambda m: -m.score)[:top_k])
         return results
+
+    def _most_images_per_identity(self) -> int:
+        """The largest image count of an identity (cached per generation: it scans the images table)."""
+        generation = int(self._meta("generation"))
+        if self._per_identity is None or self._per_identity[0] != generation:
+            most = self._scalar("SELECT max(n) FROM (SELECT count(*) AS n FROM images GROUP BY identity_id)")
+            self._per_identity = (generation, int(most or 1))
+        return self._per_identity[1]
 
     def _names_of(self, image_ids: np.ndarray) -> dict[int, str]:
         names: dict[int, str] = {}

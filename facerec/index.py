@@ -10,9 +10,11 @@ sees either the old or the new index, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +145,24 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
         raise ValueError("k must be at least 1")
     if index.ntotal == 0 or not index.is_trained:
         return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-    scores, ids = index.search(queries, k)
+    if len(queries) == 1:  # one query cannot use several threads; OpenMP's barrier costs ms on a busy CPU
+        with single_thread():
+            scores, ids = index.search(queries, k)
+    else:
+        scores, ids = index.search(queries, k)
     scores[ids < 0] = -np.inf
     return scores, ids
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run faiss on one OpenMP thread inside the block."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def add_vectors(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:

@@ -339,6 +339,8 @@ class FaceRecognizer:
             for (name, _), item in zip(chunk, self.prepare([p for _, p in chunk])):
                 if item.error is not None and not skip_errors:  # keep the identities finished so far, then stop
                     results.extend(self._commit(ready) if ready else [])
+                    if self._gallery is not None:
+                        self._gallery.flush_index()
                     raise type(item.error)(f"{item.error} (stopped; {len(results)} identities enrolled before it; "
                                            "--skip-errors skips bad photos)")
                 if item.error is not None:
@@ -349,14 +351,16 @@ class FaceRecognizer:
                 if remaining[name] == 0 and pending[name]:
                     ready.append((name, pending.pop(name)))
             if ready:
-                results.extend(self._commit(ready))
+                results.extend(self._commit(ready, defer_index=True))
             if progress:
                 progress(len(chunk))
+        if self._gallery is not None:
+            self._gallery.flush_index()
         return results, failed
 
-    def _commit(self, batches: list[tuple[str, list[Prepared]]]) -> list[EnrollResult]:
+    def _commit(self, batches: list[tuple[str, list[Prepared]]], defer_index: bool = False) -> list[EnrollResult]:
         outcomes: list[EnrollOutcome] = self._open_gallery(create=True).enroll(
-            [(name, [item.image for item in items]) for name, items in batches], self.model_record()
+            [(name, [item.image for item in items]) for name, items in batches], self.model_record(), defer_index
         )
         results = []
         for (_, items), outcome in zip(batches, outcomes):

@@ -153,7 +153,7 @@ def test_index_cache_is_rebuilt(gallery, damage):
 
 
 def test_crash_after_commit_before_index(gallery, monkeypatch):
-    monkeypatch.setattr(Gallery, "_update_index", lambda self, previous, change: None)
+    monkeypatch.setattr(Gallery, "_update_index", lambda self, previous, change, write=True: None)
     with Gallery(gallery) as g:
         g.enroll([("carol", [image("c1")])], MODEL)  # committed; index left behind (stale)
     monkeypatch.undo()
@@ -281,3 +281,16 @@ def test_sigkill_mid_enrollment_keeps_committed_identities(tmp_path):
             assert set(present.values()) == {4}  # and none is half enrolled
             for name in sorted(committed)[-3:]:
                 assert g.search(vector(f"{name}-1")[None], 1)[0][0].identity == name
+
+
+def test_deferred_index_for_bulk_enrollment(gallery):
+    with Gallery(gallery) as g:
+        before = (gallery / gallery_module.INDEX_FILE).read_bytes()
+        g.enroll([("carol", [image("c1")])], MODEL, defer_index=True)
+        g.enroll([("dave", [image("d1")])], MODEL, defer_index=True)
+        assert (gallery / gallery_module.INDEX_FILE).read_bytes() == before and not g.index_is_fresh()
+        assert g.search(vector("d1")[None], 1)[0][0].identity == "dave"  # the index in memory is current
+        with Gallery(gallery) as other:  # another reader: the stale file is rebuilt from the database
+            assert other.search(vector("c1")[None], 1)[0][0].identity == "carol"
+        g.flush_index()
+        assert g.index_is_fresh()
