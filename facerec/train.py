@@ -668,8 +668,9 @@ class Trainer:
 
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         mlflow.set_tag("facerec.fingerprint", fingerprint)
-        curves = [{k: row[k] for k in ("epoch", "train_loss", "val_accuracy", "val_auc") if k in row} for row in self.history]
-        log_figure(history_figure(curves, title=f"{self.run_name}: loss and validation"), "plots/training_curves.png")
+        for name, keys in (("train_loss", ("train_loss",)), ("validation", ("val_accuracy", "val_auc"))):
+            curves = [{k: row[k] for k in ("epoch", *keys) if k in row} for row in self.history]
+            log_figure(history_figure(curves, title=f"{self.run_name}: {name.replace('_', ' ')}"), f"plots/{name}.png")
         mlflow.log_dict({"history": self.history}, "history.json")
         mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_SUBDIR)
 
