@@ -1,9 +1,11 @@
 """Speed of ``facerec embed`` against a bare ``model.encode_image`` loop on pre-made tensors.
 
 Same model object, batch size and torch threads, measured in one run. The two
-measurements alternate (A B A B ...) so that load from other processes on a
-shared machine hits both alike; medians are reported and logged to MLflow
-(experiment ``facerec-benchmarks``). Target: embed images/s >= 0.9 x bare.
+measurements alternate (A B, B A, ...) so that load from other processes on a
+shared machine hits both alike; medians of wall-clock images/s (the target:
+embed >= 0.9 x bare) and of images per CPU-second (process + DataLoader workers;
+less sensitive to other load) are printed and logged to MLflow
+(experiment ``facerec-benchmarks``).
 
     python benchmarks/embed_speed.py --model clip-vit-b-32 --pretrained none --input-size 224 --batch-size 32
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -58,21 +61,29 @@ def bare_encoder(embedder: Embedder) -> Callable[[torch.Tensor], torch.Tensor]:
     return clip.eval().encode_image
 
 
-def time_bare(encode: Callable[[torch.Tensor], torch.Tensor], batches: Sequence[torch.Tensor]) -> float:
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the DataLoader workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def measure(work: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``work()``."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    work()
+    return time.perf_counter() - wall, cpu_seconds() - cpu
+
+
+def bare_loop(encode: Callable[[torch.Tensor], torch.Tensor], batches: Sequence[torch.Tensor]) -> None:
     with torch.inference_mode():
         for batch in batches:
             encode(batch)
-    return time.perf_counter() - start
 
 
-def time_embed(embedder: Embedder, paths: Sequence[Path], batch_size: int, workers: int) -> float:
-    start = time.perf_counter()
+def embed_folder(embedder: Embedder, paths: Sequence[Path], batch_size: int, workers: int) -> None:
     result = embed_files(embedder, paths, batch_size=batch_size, num_workers=workers, progress=False)
-    seconds = time.perf_counter() - start
     if result.failed:
         raise SystemExit(f"unreadable crops: {result.failed[:3]}")
-    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,12 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=3, help="A/B pairs; medians are reported")
+    parser.add_argument("--rounds", type=int, default=4, help="A/B pairs, order alternating (AB BA ...); medians reported")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--crops", type=Path, default=None, help=f"crop folder (default: {CACHED_CROPS} if present)")
     parser.add_argument("--no-mlflow", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("facerec", "benchmarks"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
     workers = default_workers() if args.workers is None else args.workers
     threads = configure_threads(workers)
@@ -105,22 +118,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         pixels = torch.stack([embedder.preprocess(load_image(p)) for p in paths])
         batches = list(((pixels - embedder.mean) / embedder.std).split(args.batch_size))
 
-        time_bare(encode, batches[:1])  # warm-up: allocator, kernels
-        time_embed(embedder, paths[: args.batch_size], args.batch_size, workers)
+        runs = {
+            "bare": lambda: bare_loop(encode, batches),
+            "embed": lambda: embed_folder(embedder, paths, args.batch_size, workers),
+        }
+        bare_loop(encode, batches[:1])  # warm-up: allocator, kernels, worker start
+        embed_folder(embedder, paths[: args.batch_size], args.batch_size, workers)
         load_before = os.getloadavg()[0]
-        bare, embed = [], []
-        for _ in range(args.rounds):
-            bare.append(len(paths) / time_bare(encode, batches))
-            embed.append(len(paths) / time_embed(embedder, paths, args.batch_size, workers))
-            log.info("round %d: bare %.2f images/s, embed %.2f images/s", len(bare), bare[-1], embed[-1])
+        wall: dict[str, list[float]] = {"bare": [], "embed": []}
+        cpu: dict[str, list[float]] = {"bare": [], "embed": []}
+        for round_ in range(args.rounds):
+            for name in ("bare", "embed") if round_ % 2 == 0 else ("embed", "bare"):  # A B, B A, ...
+                seconds, cpu_s = measure(runs[name])
+                wall[name].append(len(paths) / seconds)
+                cpu[name].append(len(paths) / cpu_s)
+            log.info("round %d: bare %.2f images/s, embed %.2f images/s", round_ + 1, wall["bare"][-1], wall["embed"][-1])
         load_after = os.getloadavg()[0]
+        bare, embed = wall["bare"], wall["embed"]
 
     bare_ips, embed_ips = statistics.median(bare), statistics.median(embed)
     ratio = embed_ips / bare_ips
+    cpu_ratio = statistics.median(cpu["embed"]) / statistics.median(cpu["bare"])
+    paired_ratio = statistics.median(e / b for b, e in zip(bare, embed))  # per A/B pair, then median
     results = {
         "bare_images_per_s": bare_ips,
         "embed_images_per_s": embed_ips,
         "ratio": ratio,
+        "paired_ratio": paired_ratio,
+        "bare_images_per_cpu_s": statistics.median(cpu["bare"]),
+        "embed_images_per_cpu_s": statistics.median(cpu["embed"]),
+        "cpu_ratio": cpu_ratio,
         "load_avg_1m_before": load_before,
         "load_avg_1m_after": load_after,
     }
@@ -137,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"facerec embed:     {embed_ips:.2f} images/s (median)")
     print(f"ratio {ratio:.3f} (target >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}); "
           f"1-min load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores")
+    print(f"median of per-round ratios {paired_ratio:.3f}")
+    print(f"per CPU-second (robust to other load): bare {results['bare_images_per_cpu_s']:.2f}, "
+          f"embed {results['embed_images_per_cpu_s']:.2f} images, ratio {cpu_ratio:.3f}")
     if not args.no_mlflow:
         import mlflow
 

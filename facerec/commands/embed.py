@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     import numpy as np
+    import torch
 
     from facerec.embedding import configure_threads, default_workers, embed_files, list_images
     from facerec.errors import ConfigError, DataError, ImageError
@@ -50,12 +51,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: not a writable file path")
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ConfigError(f"--device {args.device}: not a torch device (cpu, cuda, cuda:1)") from None
     images = list_images(root)
     if not images:
         raise DataError(f"no images under {root}")
     unlisted = [p for p in images if "\n" in str(p.relative_to(root)) or "\r" in str(p.relative_to(root))]
     images = [p for p in images if p not in unlisted]
-    workers = default_workers() if args.workers is None else args.workers
+    workers = default_workers(device=device) if args.workers is None else args.workers
     configure_threads(workers)
     embedder = model_from_args(args)
 

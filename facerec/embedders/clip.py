@@ -71,6 +71,8 @@ def build_clip(
     checkpoint, tag_cfg = _resolve_weights(pretrained)
     if quick_gelu is None:
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+        if checkpoint is not None and not tag_cfg:
+            log.warning("%s: assuming GELU for %s; OpenAI/laion400m/metaclip weights need quick_gelu=True", NAME, checkpoint)
     state = None if checkpoint is None else _read_image_tower(checkpoint)
     log.info("%s: building %s at %dpx (seed %d, quick_gelu=%s, weights %s)", NAME, ARCH, size, seed, quick_gelu, pretrained)
     with seeded(seed), _quiet_root_logger():
@@ -86,16 +88,16 @@ def build_clip(
 
 
 def _resolve_weights(pretrained: str) -> tuple[Path | None, dict[str, Any]]:
-    """``none`` -> (None, {}); a file -> (path, {}); a tag -> (downloaded file, tag config)."""
+    """``none`` -> (None, {}); a tag -> (downloaded file, tag config); a file -> (path, {})."""
     import open_clip
 
     if pretrained == NO_WEIGHTS:
         return None, {}
-    path = Path(pretrained).expanduser()
-    if path.is_file():
-        return path, {}
     cfg = open_clip.get_pretrained_cfg(ARCH, pretrained)
     if not cfg:
+        path = Path(pretrained).expanduser()
+        if path.is_file():
+            return path, {}
         if path.suffix or "/" in pretrained:
             raise ModelError(f"checkpoint file {pretrained} does not exist")
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(ARCH))
@@ -106,7 +108,7 @@ def _resolve_weights(pretrained: str) -> tuple[Path | None, dict[str, Any]]:
     try:
         downloaded = open_clip.download_pretrained(cfg)
     except Exception as exc:  # hub/url clients raise many types (OSError, HTTP, offline mode)
-        log.debug("download of %s/%s failed: %s", ARCH, pretrained, exc)
+        log.warning("download of open_clip weights %s/%s failed: %s", ARCH, pretrained, error_reason(exc))
         downloaded = ""
     if not downloaded:
         raise ModelError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ def build_torchvision(
         try:
             model = torchvision.models.get_model(arch, weights=weights)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; RuntimeError: bad hash/file
-            log.debug("download of %s failed: %s", weights, exc)
+            log.warning("download of torchvision weights %s failed: %s", weights, error_reason(exc))
             raise ModelError(
                 f"cannot download torchvision weights {weights} for {arch} (offline?): "
                 "pass --pretrained /path/to/state_dict.pth or --pretrained none for random init"
@@ -96,19 +97,19 @@ for _arch in ARCHITECTURES:
     _register(_arch)
 
 
-def _resolve_weights(arch: str, pretrained: str):  # -> (WeightsEnum | None, Path | None)
-    """``none`` -> no weights; a file -> its path; else a member of the arch's weights enum."""
+def _resolve_weights(arch: str, pretrained: str) -> tuple[Any, Path | None]:  # (WeightsEnum | None, file)
+    """``none`` -> no weights; a weights enum name -> the member; a file -> its path."""
     from torchvision.models import get_model_weights
 
     if pretrained == NO_WEIGHTS:
         return None, None
-    path = Path(pretrained).expanduser()
-    if path.is_file():
-        return None, path
     enum = get_model_weights(arch)
     try:
         return enum[pretrained], None
     except KeyError:
+        path = Path(pretrained).expanduser()
+        if path.is_file():
+            return None, path
         if path.suffix or "/" in pretrained:
             raise ModelError(f"checkpoint file {pretrained} does not exist") from None
         tags = ", ".join(enum.__members__)
