@@ -332,9 +332,7 @@ def evaluate_model(
     speed = {"images_per_s": len(paths) / max(seconds, 1e-9), "embed_seconds": seconds, "n_images": float(len(paths))}
     log.info("embedded %d images in %.1f s (%.1f images/s)", len(paths), seconds, speed["images_per_s"])
 
-    v1 = vectors[[row[p.path1] for p in eval_set.pairs]]
-    v2 = vectors[[row[p.path2] for p in eval_set.pairs]]
-    scores = np.einsum("nd,nd->n", v1, v2).astype(np.float64)
+    scores = pair_scores(vectors, row, eval_set.pairs)
     labels = np.array([p.same for p in eval_set.pairs], dtype=bool)
     verification = metrics.verification_metrics(scores, labels, eval_set.folds)
     if embedder.threshold is not None:
@@ -348,6 +346,13 @@ def evaluate_model(
         eval_set.name, model or model_info(embedder), verification, identification, speed,
         scores, labels, scatter_vectors, scatter_names,
     )
+
+
+def pair_scores(vectors: np.ndarray, row: dict[Path, int], pairs: Sequence[Pair]) -> np.ndarray:
+    """Cosine similarity of each pair, from unit vectors indexed by path (``row``)."""
+    a = vectors[[row[p.path1] for p in pairs]]
+    b = vectors[[row[p.path2] for p in pairs]]
+    return np.einsum("nd,nd->n", a, b).astype(np.float64)
 
 
 def split_gallery(
@@ -443,8 +448,9 @@ def evaluate(
     from facerec.embedders import is_model_dir, load_model
 
     options = {"input_size": input_size} if input_size else {}
+    raw_set = protocol_set(config)  # data errors first: they are cheaper to find than loading a model
     embedder = load_model(model_spec, pretrained=pretrained, device=device, **options)
-    eval_set = prepare_images(protocol_set(config), config, progress)
+    eval_set = prepare_images(raw_set, config, progress)
     model = model_info(embedder, model_spec if is_model_dir(model_spec) else None)
     model["spec"] = model_spec
     if not track:

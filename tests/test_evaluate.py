@@ -151,3 +151,26 @@ def test_lfw_protocols_read_the_official_files(lfw_root):
     assert {p.path1.parent.name for p in view1.pairs} <= dev_test
     view2 = protocol_set(EvalConfig(protocol="lfw-view2", data=str(lfw_root), identification=False))
     assert len(view2.pairs) == 6000 and np.bincount(view2.folds).tolist() == [600] * 10 and not view2.records
+
+
+def test_cli_prints_json_metrics_and_errors_in_one_line(tmp_path, monkeypatch, capsys):
+    from facerec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["evaluate", "--model", "resnet18", "--pretrained", "none", "--input-size", "32", "--no-crop",
+                 "--set", "holdout=0.2", "--set", "n_pairs=40", "--set", "identification=false", "--no-track", "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["protocol"] == "folder" and 0 <= payload["metrics"]["accuracy"] <= 1 and payload["cmc"] is None
+    assert payload["model"]["label"] == "resnet18@32px"
+
+    for argv, message in [
+        (["--protocol", "lfw-view1", "--data", str(tmp_path / "nope")], "is not a directory"),
+        (["--set", "n_pairz=3"], "unknown config key 'n_pairz'"),
+        (["--model", str(tmp_path)], "not a facerec model directory"),
+        (["--data", str(tmp_path)], "no images found"),
+    ]:
+        code = main(["evaluate", "--model", "resnet18", "--input-size", "32", "--pretrained", "none", "--no-crop",
+                     "--no-track", *argv])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1, err

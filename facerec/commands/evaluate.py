@@ -20,16 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crops", default=None, help="crop cache folder [.cache/crops/<data-name>-<size>]")
     parser.add_argument("--no-crop", dest="crop", action="store_false", default=None, help="the data already holds face crops")
     parser.add_argument("--flip", action="store_true", default=None, help="average embeddings of each image and its mirror")
-    parser.add_argument("--config", default=None, help="YAML file of evaluation options (facerec.evaluate.EvalConfig)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an evaluation option, e.g. --set n_pairs=1000 (repeatable)")
+                        help="any other evaluation option (the evaluate: keys of configs/evaluate.yaml), "
+                        "e.g. --set n_pairs=1000 --set holdout=0.4 (repeatable)")
     parser.add_argument("--experiment", default="facerec-evaluate", help="MLflow experiment [facerec-evaluate]")
     parser.add_argument("--no-track", dest="track", action="store_false", help="do not log to MLflow")
     add_json_flag(parser)
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
-    """Explicit flags as ``key=value`` overrides (they win over --config and --set)."""
+    """Explicit flags as ``key=value`` overrides (they win over --set)."""
     flags = {"protocol": args.protocol, "data": args.data, "crops": args.crops, "crop": args.crop, "flip": args.flip}
     return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in flags.items() if v is not None]
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from facerec.config import load_config
     from facerec.evaluate import EvalConfig, evaluate, format_metrics
 
-    config = load_config(EvalConfig, args.config, [*args.overrides, *flag_overrides(args)])
+    config = load_config(EvalConfig, None, [*args.overrides, *flag_overrides(args)])
     result = evaluate(
         args.model, config, pretrained=args.pretrained, device=args.device, input_size=args.input_size,
         experiment=args.experiment, track=args.track, progress=not args.json,
