@@ -163,6 +163,7 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
     from facerec.tracking import configure_tracking, mlflow_run
 
     started = time.perf_counter()
+    check(config)
     configure_tracking()
     config.out.mkdir(parents=True, exist_ok=True)
     eval_set = prepare_images(protocol_set(config.evaluate), config.evaluate, progress)
@@ -187,6 +188,22 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
     return BenchmarkResult(parent.info.run_id, outcomes, table["markdown"], champion, seconds)
 
 
+def check(config: BenchmarkConfig) -> None:
+    """Fail before any work: every model's training config must build, folder training needs a holdout."""
+    if config.train is None:
+        return
+    from facerec.train import TrainConfig
+
+    for entry in config.selected():
+        try:
+            from_dict(TrainConfig, model_train_config(config, entry))
+        except ConfigError as exc:
+            raise ConfigError(f"benchmark {config.name}, model {entry.name}: train.{exc}") from None
+    if config.evaluate.protocol == "folder" and config.evaluate.holdout <= 0:
+        raise ConfigError("the folder protocol evaluates on the training folder's identities: set evaluate.holdout > 0 "
+                          "so that the benchmark trains on the others")
+
+
 def training_data(config: BenchmarkConfig, progress: bool = True) -> dict[str, Any]:
     """``train.data`` keys the benchmark sets: with the folder protocol, a folder of the identities
     that are not held out for evaluation, so training never sees an evaluation identity."""
@@ -194,9 +211,6 @@ def training_data(config: BenchmarkConfig, progress: bool = True) -> dict[str, A
 
     if config.train is None or config.evaluate.protocol != "folder":
         return {}
-    if config.evaluate.holdout <= 0:
-        raise ConfigError("the folder protocol evaluates on the training folder's identities: set evaluate.holdout > 0 "
-                          "so that the benchmark trains on the others")
     tree = training_folder(config.evaluate, config.out / "train-identities", progress)
     return {"kind": "folder", "root": str(tree), "crops": str(tree) if config.evaluate.crop else None}
 
@@ -279,10 +293,7 @@ def train_model(config: BenchmarkConfig, entry: ModelEntry, train_config: dict[s
 
     paths = {"output": str(slot.parent), "run_name": slot.name, "resume": (slot / CHECKPOINT_FILE).is_file(),
              "overwrite": False}
-    try:
-        train_cfg = from_dict(TrainConfig, merge(train_config, paths))
-    except ConfigError as exc:
-        raise ConfigError(f"benchmark {config.name}, model {entry.name}: {exc}") from None
+    train_cfg = from_dict(TrainConfig, merge(train_config, paths))  # check() built it already without the paths
     if paths["resume"]:
         log.info("%s: resuming the interrupted training in %s", entry.name, slot)
     return train(train_cfg, run_name=slot.name, nested=True)

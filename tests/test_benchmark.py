@@ -137,3 +137,17 @@ def test_benchmark_config_rejects_duplicates_and_empty_model_lists():
         BenchmarkConfig(name="x", models=())
     with pytest.raises(ValueError):
         BenchmarkConfig(name="x", models=(ModelEntry("resnet18"), ModelEntry("resnet18")))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from facerec.cli import main
+
+    for argv, message in [
+        (["--config", str(tmp_path / "nope.yaml")], "config file not found"),
+        (["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "only=[vgg16]"], "not among the models"),
+        (["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "train.epochz=1"], "model clip-vit-b-32: train.unknown"),
+        (["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "evaluate.holdout=0"], "set evaluate.holdout > 0"),
+    ]:
+        assert main(["benchmark", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
