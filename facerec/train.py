@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from facerec.config import flatten, to_dict
-from facerec.data import LFW, ImageRecord, Pair, generate_pairs, read_identity_folder, resolve_data_root, sample_root, split_by_identity
+from facerec.data import LFW, ImageRecord, generate_pairs, read_identity_folder, resolve_data_root, sample_root, split_by_identity
 from facerec.embedders import Embedder, is_model_dir, load_model, save_model_dir
 from facerec.errors import ConfigError, DataError
 from facerec.lora import merge_lora
@@ -478,6 +478,7 @@ class Trainer:
     def validate(self, model: Embedder | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         """(verification metrics, scores, labels) of ``model`` on the validation pairs."""
         from facerec.embedding import embed_paths
+        from facerec.evaluate import pair_scores
         from facerec.metrics import verification_metrics
 
         model = model or self.model
@@ -674,9 +675,3 @@ class Trainer:
         mlflow.log_dict({"history": self.history}, "history.json")
         mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_SUBDIR)
 
-
-def pair_scores(vectors: np.ndarray, row: dict[Path, int], pairs: list[Pair]) -> np.ndarray:
-    """Cosine similarity of each pair from unit vectors indexed by path."""
-    a = vectors[[row[p.path1] for p in pairs]]
-    b = vectors[[row[p.path2] for p in pairs]]
-    return np.einsum("nd,nd->n", a, b).astype(np.float64)

@@ -17,10 +17,11 @@ from facerec.embedders import create_embedder, load_model_dir
 from facerec.embedders.base import make_head
 from facerec.embedding import embed_paths
 from facerec.errors import ConfigError
+from facerec.evaluate import pair_scores
 from facerec.lora import LoRA, merge_lora
 from facerec.metrics import best_threshold
 from facerec.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
-from facerec.train import CHECKPOINT_FILE, Trainer, TrainConfig, _rng_state, _set_rng_state, load_records, pair_scores, train
+from facerec.train import CHECKPOINT_FILE, Trainer, TrainConfig, _rng_state, _set_rng_state, load_records, train
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "train").glob("*.yaml"))
 TINY = [
