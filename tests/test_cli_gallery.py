@@ -282,3 +282,15 @@ def test_four_cli_processes_enroll_at_once(tmp_path, sample_dir):
     with Gallery(gallery) as g:
         assert {i["name"]: i["images"] for i in g.identities()} == dict.fromkeys(names, 2)
         assert g.index_is_fresh()
+
+
+def test_build_gallery_pipeline(tmp_path, capsys, sample_dir):
+    from pipelines.build_gallery import main as build
+
+    gallery = tmp_path / "built"
+    code = build(["gallery=" + str(gallery), "limit=2", "track=false", "progress=false", "model.name=resnet18",
+                  "model.pretrained=none", "model.input_size=64", "index.kind=ivf"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["identities"] == 2 and summary["added"] == 8 and summary["failed"] == 0
+    assert summary["gallery"]["index_kind"] == "ivf" and summary["gallery"]["index_fresh"]
+    assert build(["gallery=" + str(gallery), "limit=x"]) == 2  # a bad override is a one-line config error
