@@ -18,7 +18,7 @@ import numpy as np
 
 from facerec.data import group_by_identity, read_identity_folder
 from facerec.detect import DetectorConfig, FaceDetector
-from facerec.errors import FacerecError, ModelError, NoFaceError
+from facerec.errors import FacerecError, GalleryError, ModelError, NoFaceError
 from facerec.gallery import DB_FILE, EnrollOutcome, Gallery, ModelRecord, NewImage, check_name, default_gallery_dir
 from facerec.images import load_image
 
@@ -278,6 +278,8 @@ class FaceRecognizer:
 
     def identify(self, image: str | Path, top_k: int = 5, threshold: float | None = None) -> IdentifyResult:
         """Who the photo shows: the best identity if its score reaches the threshold, else None."""
+        if self._open_gallery().model() is None:  # say so before loading any model
+            raise GalleryError(f"gallery {self.gallery_path} is empty: enroll someone first")
         gallery = self._checked_gallery()
         threshold = self._threshold(threshold)
         vector, face = self.embed(image)

@@ -294,3 +294,9 @@ def test_build_gallery_pipeline(tmp_path, capsys, sample_dir):
     assert code == 0 and summary["identities"] == 2 and summary["added"] == 8 and summary["failed"] == 0
     assert summary["gallery"]["index_kind"] == "ivf" and summary["gallery"]["index_fresh"]
     assert build(["gallery=" + str(gallery), "limit=x"]) == 2  # a bad override is a one-line config error
+
+
+def test_identify_in_an_empty_gallery(tmp_path, capsys, sample_dir):
+    Gallery(tmp_path / "empty", create=True).close()
+    code, _, err = run(capsys, "identify", photo(sample_dir, "Bob_Hope"), "--gallery", str(tmp_path / "empty"))
+    assert_one_line_error(code, err, "is empty: enroll someone first")
