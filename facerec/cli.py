@@ -30,6 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` overrides may come before or after the flags."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = getattr(args, "overrides", None)
+        if isinstance(overrides, list) and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -39,8 +51,7 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; user errors print one line and return non-zero, never a traceback."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(build_parser(), argv)
     configure_logging(args.verbose, args.quiet)
     from facerec.errors import FacerecError
 

@@ -34,3 +34,7 @@ class ModelMismatchError(FacerecError):
 
 class GalleryError(FacerecError):
     """A gallery is missing, corrupt, locked or asked for an unknown identity."""
+
+
+class TrainingError(FacerecError):
+    """Training cannot go on (e.g. the loss diverged)."""

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from facerec.config import flatten, to_dict
 from facerec.data import LFW, ImageRecord, generate_pairs, read_identity_folder, resolve_data_root, sample_root, split_by_identity
 from facerec.embedders import Embedder, is_model_dir, load_model, save_model_dir
-from facerec.errors import ConfigError, DataError
+from facerec.errors import ConfigError, DataError, TrainingError
 from facerec.lora import merge_lora
 from facerec.losses import ContrastiveLoss, InfoNCELoss, SupConLoss
 from facerec.sampling import LabelledDataset, PairBatchSampler, PairDataset, PKBatchSampler, seed_worker
@@ -502,7 +502,7 @@ class Trainer:
                 images, labels = batch
                 loss = self.loss_fn(self.network(images.to(device, non_blocking=True)), labels.to(device))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}: lower the learning rate")
+            raise TrainingError(f"loss became {loss.item()} at step {self.global_step}: lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.optim.clip_grad:
