@@ -6,6 +6,13 @@ rename) and appends one JSON line per input to ``out/manifest.jsonl``. The manif
 the cache: an input whose size, mtime and crop parameters match its last record is
 skipped, so an interrupted run resumes. A torn last line (a kill mid-write) is dropped
 and the manifest rewritten on the next run. One run at a time per ``out`` (a lock file).
+
+A manifest record: ``path`` (relative to src), ``status`` (ok | no_face | unreadable |
+failed = the crop could not be written), ``fallback`` ("center" or null), ``crop`` (relative
+to out, or null), ``n_faces``, ``box`` [x1, y1, x2, y2] and ``prob`` of the chosen face,
+``angle`` (degrees rotated to level the eyes), ``error``, ``params`` (hash of the crop
+settings) and ``source`` (size, mtime_ns). Directories are walked, never listed as inputs;
+crops of sources deleted since an earlier run are left in place.
 """
 from __future__ import annotations
 
