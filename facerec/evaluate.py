@@ -172,7 +172,8 @@ class EvalResult:
             figures["cmc.png"] = plots.cmc_figure({label: self.cmc}, f"CMC, {self.protocol}")
         if len(self.scatter_vectors) >= 3:
             figures["embeddings.png"] = plots.embedding_figure(
-                self.scatter_vectors, self.scatter_names.tolist(), projection, f"{label}: {projection.upper()}", seed
+                self.scatter_vectors, self.scatter_names.tolist(), projection,
+                f"{label}: {plots.PROJECTION_NAMES[projection]}", seed
             )
         return figures
 

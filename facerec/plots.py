@@ -19,6 +19,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+PROJECTION_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
+
 
 def roc_figure(curves: Mapping[str, tuple[Any, Any]], title: str = "ROC") -> Figure:
     """ROC curves of one or many models: ``{label: (fpr, tpr)}``, log-scaled FAR axis."""
@@ -129,7 +131,7 @@ def embedding_figure(
     for i, name in enumerate(sorted(set(labels.tolist()))):
         mask = labels == name
         ax.scatter(points[mask, 0], points[mask, 1], s=18, color=cmap(i % 20), label=name.replace("_", " "))
-    ax.set_title(title or f"{method.upper()} of embeddings")
+    ax.set_title(title or f"{PROJECTION_NAMES[method]} of embeddings")
     ax.set_xticks([])
     ax.set_yticks([])
     if own:
@@ -154,7 +156,7 @@ def embedding_grid(
         embedding_figure(vectors, names, method, title=label, seed=seed, ax=ax)
     handles, names = axes.ravel()[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(5, max(1, len(names))), fontsize="x-small", frameon=False)
-    fig.suptitle(f"{method.upper()} of embeddings ({len(names)} identities)")
+    fig.suptitle(f"{PROJECTION_NAMES[method]} of embeddings ({len(names)} identities)")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
