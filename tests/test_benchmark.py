@@ -151,3 +151,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert main(["benchmark", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.lfw
+@pytest.mark.slow
+def test_lfw_view1_benchmark_smoke(lfw_root, mlflow_store, tmp_path, monkeypatch):
+    """lfw-view1 with one tiny model: DevTrain training, DevTest verification + identification (about 3 min)."""
+    from facerec.benchmark import run_benchmark
+
+    crops = Path(__file__).resolve().parents[1] / ".cache" / "crops" / "lfw-224"
+    if not (crops / "manifest.jsonl").is_file():
+        pytest.skip("the LFW crops are not made yet (python -m pipelines.crop)")
+    monkeypatch.chdir(tmp_path)
+    config = load_benchmark_config(EXPERIMENTS / "lfw-view1.yaml", [
+        f"evaluate.data={lfw_root}", f"evaluate.crops={crops}", f"train.data.root={lfw_root}", f"train.data.crops={crops}",
+        "models=[{name: resnet18, input_size: 32}]", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=8",
+        "train.data.val_pairs=40", "evaluate.projection=pca",
+    ])
+    result = run_benchmark(config, progress=False)
+    metrics = result.outcomes[0].result.metrics
+    assert metrics["n_pairs"] == 1000 and metrics["n_images"] == 3708
+    assert metrics["n_gallery"] == 496 and metrics["n_probes"] == 1997 and metrics["n_distractors"] == 1215
+    assert result.champion["uri"] == "models:/facerec@champion"
