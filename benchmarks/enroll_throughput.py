@@ -7,7 +7,8 @@ Runs the real command in a fresh process on the first ``--identities`` LFW ident
 folders (by name; symlinked into a temporary folder) into a new gallery: read,
 MTCNN, crop, embed, SQLite transaction per identity, index. Reports images/s over
 the enrollment itself (the command's own clock, model loading included) and over
-the whole process (imports too), the face counts MTCNN saw, and logs to MLflow
+the whole process (imports too), the CPU seconds per image (comparable across
+machine loads), the face counts MTCNN saw, and logs to MLflow
 (experiment ``facerec-benchmarks``).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -60,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         wall = time.perf_counter() - start
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time: comparable across machine loads
     if done.returncode != 0:
         raise SystemExit(f"enroll failed: {done.stderr.strip().splitlines()[-1:]}")
     out = json.loads(done.stdout)
@@ -69,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "identities": len(out["identities"]), "images": images, "added": out["added"], "failed": len(out["failed"]),
         "enroll_seconds": out["seconds"], "images_per_second": images / out["seconds"],
         "process_seconds": wall, "images_per_second_with_startup": images / wall,
+        "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "cpu_seconds_per_image": (usage.ru_utime + usage.ru_stime) / images,
         "faces_found": {("3+" if k == 3 else str(k)): v for k, v in sorted(faces.items())},
         "model": f"{args.model}@{args.input_size} pretrained={args.pretrained}", "batch_size": args.batch_size,
         "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
