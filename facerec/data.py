@@ -134,20 +134,23 @@ def generate_pairs(
     n_pos = round(n_pairs * positive_fraction)
     seen: set[tuple[Path, Path]] = set()
     pairs: list[Pair] = []
-    attempts = 0
-    while len(pairs) < n_pairs and attempts < 50 * n_pairs:
-        attempts += 1
-        same = len(pairs) < n_pos
-        if same:
-            a, b = rng.sample(groups[rng.choice(multi)], 2)
-        else:
-            n1, n2 = rng.sample(names, 2)
-            a, b = rng.choice(groups[n1]), rng.choice(groups[n2])
-        key = tuple(sorted((a.path, b.path)))
-        if key in seen:
-            continue
-        seen.add(key)
-        pairs.append(Pair(a.path, b.path, same))
+    for same, wanted in ((True, n_pos), (False, n_pairs - n_pos)):
+        made = attempts = 0
+        while made < wanted and attempts < 50 * max(wanted, 1):
+            attempts += 1
+            if same:
+                a, b = rng.sample(groups[rng.choice(multi)], 2)
+            else:
+                n1, n2 = rng.sample(names, 2)
+                a, b = rng.choice(groups[n1]), rng.choice(groups[n2])
+            key = tuple(sorted((a.path, b.path)))
+            if key not in seen:
+                seen.add(key)
+                pairs.append(Pair(a.path, b.path, same))
+                made += 1
+        if made < wanted:
+            kind = "matched" if same else "mismatched"
+            raise DataError(f"only {made} distinct {kind} pairs can be drawn from this data, {wanted} were asked for")
     rng.shuffle(pairs)
     return [Pair(p.path1, p.path2, p.same, i % n_folds) for i, p in enumerate(pairs)]
 

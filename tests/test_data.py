@@ -120,3 +120,11 @@ def test_real_lfw_protocol_files(lfw_root):
     assert not {r.identity for r in train} & {r.identity for r in test}
     view2 = read_people(lfw_root / "people.txt")
     assert {e.fold for e in view2} == set(range(10))
+
+
+def test_generate_pairs_refuses_more_pairs_than_the_data_holds(sample_dir):
+    records = [r for r in read_identity_folder(sample_dir) if r.identity in {"Aaron_Peirsol", "Al_Sharpton"}]
+    # 2 identities x 4 images: 12 distinct matched pairs at most.
+    assert sum(p.same for p in generate_pairs(records, 24, seed=0)) == 12
+    with pytest.raises(DataError, match="distinct matched pairs"):
+        generate_pairs(records, 40, seed=0)

@@ -220,12 +220,19 @@ def create_embedder(
     ``none`` means random initialisation; it is always logged, never a fallback.
     """
     _import_backbones()
-    if name not in _REGISTRY:
+    if name not in _REGISTRY:  # before the warning below
         raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     pretrained = (pretrained or NO_WEIGHTS).strip()
     if pretrained.lower() == NO_WEIGHTS:
         pretrained = NO_WEIGHTS
         log.warning("%s: no pretrained weights requested (pretrained=none): random initialisation", name)
+    return _build(name, pretrained, input_size, embedding_dim, **options)
+
+
+def _build(name: str, pretrained: str, input_size: int | None, embedding_dim: int | None, **options: Any) -> Embedder:
+    _import_backbones()
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
 
 
@@ -277,12 +284,9 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
     path = Path(path)
     try:
         meta = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
-        embedder = create_embedder(
-            meta["name"],
-            pretrained=NO_WEIGHTS,
-            input_size=meta["input_size"],
-            embedding_dim=meta["embedding_dim"],
-            **meta.get("options", {}),
+        # Architecture only: the trained weights are loaded right below (no random-init warning).
+        embedder = _build(
+            meta["name"], NO_WEIGHTS, meta["input_size"], meta["embedding_dim"], **meta.get("options", {})
         )
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         embedder.load_state_dict(state)
