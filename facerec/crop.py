@@ -16,7 +16,6 @@ crops of sources deleted since an earlier run are left in place.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging

@@ -8,7 +8,6 @@ gallery's stats, and logs them to MLflow (experiment ``facerec-gallery``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from facerec.errors import FacerecError
+from pipelines._job import run_job
 
 log = logging.getLogger(__name__)
 
@@ -98,31 +97,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Load the job from YAML + ``key=value`` overrides, run it (tracked), print the JSON summary."""
     from facerec.config import load_config, to_dict
 
-    parser = argparse.ArgumentParser(prog="pipelines.build_gallery", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        job = load_config(GalleryBuild, args.config, args.overrides)
-        if job.track:
-            import mlflow
+    def run(job: GalleryBuild) -> str:
+        if not job.track:
+            return json.dumps(build_gallery(job), default=str)
+        import mlflow
 
-            from facerec.tracking import mlflow_run
+        from facerec.tracking import mlflow_run
 
-            run_name = f"gallery-{Path(job.model.name).name}-{job.model.input_size or 'default'}px-{job.index.kind}"
-            with mlflow_run(EXPERIMENT, run_name, params=to_dict(job), tags={"facerec.weights": job.model.pretrained}):
-                summary = build_gallery(job)
-                mlflow.log_metrics({k: float(summary[k]) for k in
-                                    ("identities", "added", "skipped", "failed", "seconds", "images_per_second")})
-                mlflow.log_dict(summary, "gallery_summary.json")
-        else:
+        run_name = f"gallery-{Path(job.model.name).name}-{job.model.input_size or 'default'}px-{job.index.kind}"
+        with mlflow_run(EXPERIMENT, run_name, params=to_dict(job), tags={"facerec.weights": job.model.pretrained}):
             summary = build_gallery(job)
-    except FacerecError as exc:
-        print(f"pipelines.build_gallery: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(summary, default=str))
-    return 0
+            mlflow.log_metrics({k: float(summary[k]) for k in
+                                ("identities", "added", "skipped", "failed", "seconds", "images_per_second")})
+            mlflow.log_dict(summary, "gallery_summary.json")
+        return json.dumps(summary, default=str)
+
+    return run_job(
+        "pipelines.build_gallery", __doc__, DEFAULT_CONFIG, argv, lambda c, o: load_config(GalleryBuild, c, o), run
+    )
 
 
 if __name__ == "__main__":

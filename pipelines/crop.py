@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from facerec.crop import CropConfig, run_crop
 from facerec.data import lfw_images_dir, resolve_data_root
-from facerec.errors import FacerecError
+from pipelines._job import run_job
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from facerec.config import load_config
 
-    parser = argparse.ArgumentParser(prog="pipelines.crop", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        job = load_config(CropJob, args.config, args.overrides)
+    def run(job: CropJob) -> str:
         src = Path(job.src).expanduser() if job.src else lfw_images_dir(resolve_data_root())
-        summary = run_crop(src, Path(job.out).expanduser(), job.crop, progress=job.progress)
-    except FacerecError as exc:
-        print(f"pipelines.crop: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(summary.as_dict()))
-    return 0
+        return json.dumps(run_crop(src, Path(job.out).expanduser(), job.crop, progress=job.progress).as_dict())
+
+    return run_job("pipelines.crop", __doc__, DEFAULT_CONFIG, argv, lambda c, o: load_config(CropJob, c, o), run)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -12,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facerec.errors import FacerecError
 from facerec.evaluate import EvalConfig
+from pipelines._job import run_job
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from facerec.config import load_config
     from facerec.evaluate import evaluate, format_metrics
 
-    parser = argparse.ArgumentParser(prog="pipelines.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        job = load_config(EvaluateJob, args.config, [o for o in args.overrides if o])
+    def run(job: EvaluateJob) -> str:
         result = evaluate(
             job.model, job.evaluate, pretrained=job.pretrained, device=job.device, input_size=job.input_size,
             experiment=job.experiment, track=job.track, progress=job.progress,
         )
-    except FacerecError as exc:
-        print(f"pipelines.evaluate: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(format_metrics(result))
-    print(json.dumps(result.summary()["metrics"]))
-    return 0
+        return f"{format_metrics(result)}\n{json.dumps(result.summary()['metrics'])}"
+
+    return run_job("pipelines.evaluate", __doc__, DEFAULT_CONFIG, argv, lambda c, o: load_config(EvaluateJob, c, o), run)
 
 
 if __name__ == "__main__":
