@@ -165,7 +165,7 @@ def test_lfw_view1_benchmark_smoke(lfw_root, mlflow_store, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     config = load_benchmark_config(EXPERIMENTS / "lfw-view1.yaml", [
         f"evaluate.data={lfw_root}", f"evaluate.crops={crops}", f"train.data.root={lfw_root}", f"train.data.crops={crops}",
-        "models=[{name: resnet18, input_size: 32}]", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=8",
+        "models=[{name: resnet18, input_size: 32}]", "train.epochs=1", "train.steps_per_epoch=2", "train.loss.P=4", "train.loss.K=2",
         "train.data.val_pairs=40", "evaluate.projection=pca",
     ])
     result = run_benchmark(config, progress=False)
