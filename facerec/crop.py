@@ -3,15 +3,17 @@
 ``run_crop(src, out, config)`` reads every image under ``src`` (through ``load_image``),
 detects faces in batches, writes ``out/<same relative path>`` atomically (tmp file +
 rename) and appends one JSON line per input to ``out/manifest.jsonl``. The manifest is
-the cache: an input whose size, mtime and crop parameters match its last record is
-skipped, so an interrupted run resumes. A torn last line (a kill mid-write) is dropped
+the cache: an input whose crop parameters match its last record and whose content is
+unchanged is skipped, so an interrupted run resumes. Size and mtime are the fast check;
+when only the mtime moved (a copied or re-extracted dataset) the SHA-256 of the file
+decides, so the same photo is never detected twice. A torn last line (a kill mid-write) is dropped
 and the manifest rewritten on the next run. One run at a time per ``out`` (a lock file).
 
 A manifest record: ``path`` (relative to src), ``status`` (ok | no_face | unreadable |
 failed = the crop could not be written), ``fallback`` ("center" or null), ``crop`` (relative
 to out, or null), ``n_faces``, ``box`` [x1, y1, x2, y2] and ``prob`` of the chosen face,
 ``angle`` (degrees rotated to level the eyes), ``error``, ``params`` (hash of the crop
-settings) and ``source`` (size, mtime_ns). Directories are walked, never listed as inputs;
+settings) and ``source`` (size, mtime_ns, sha256). Directories are walked, never listed as inputs;
 crops of sources deleted since an earlier run are left in place.
 """
 from __future__ import annotations
@@ -92,13 +94,17 @@ def crop_path_for(src: Path, out: Path, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------ manifest
-def source_stamp(path: Path) -> dict[str, int] | None:
-    """(size, mtime) of a source file, the cheap half of the cache key; None when it cannot be stat'ed."""
+def source_stamp(path: Path, digest: bool = True) -> dict[str, Any] | None:
+    """Size, mtime and (``digest``) SHA-256 of a source file; None when it cannot be read."""
     try:
         st = path.stat()
+        stamp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if digest:
+            with open(path, "rb") as fh:
+                stamp["sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return stamp
 
 
 def read_manifest(out: Path) -> tuple[dict[str, dict], bool]:
@@ -142,14 +148,26 @@ def write_manifest(out: Path, records: dict[str, dict]) -> None:
     os.replace(tmp, out / MANIFEST)
 
 
-def is_cached(record: dict | None, stamp: dict | None, params: str, out: Path) -> bool:
-    """A record is still valid when the source and parameters are unchanged and its crop exists."""
-    if record is None or stamp is None or record.get("params") != params or record.get("source") != stamp:
-        return False
-    if record.get("status") == "failed":  # a write error: try again
-        return False
+def cached_record(record: dict | None, path: Path, params: str, out: Path) -> dict | None:
+    """The record to keep when ``path`` needs no new crop, else None.
+
+    Valid when the parameters match, the crop exists and the source is unchanged: same size
+    and mtime, or same size and SHA-256 (then the record comes back with the new mtime).
+    """
+    if record is None or record.get("params") != params or record.get("status") == "failed":
+        return None  # "failed" = a write error: try again
     crop = record.get("crop")
-    return crop is None or (out / crop).is_file()
+    if crop is not None and not (out / crop).is_file():
+        return None
+    old, stamp = record.get("source") or {}, source_stamp(path, digest=False)
+    if stamp is None or old.get("size") != stamp["size"]:
+        return None
+    if old.get("mtime_ns") == stamp["mtime_ns"]:
+        return record
+    stamp = source_stamp(path)
+    if stamp is None or old.get("sha256") != stamp["sha256"]:
+        return None
+    return {**record, "source": stamp}
 
 
 # ------------------------------------------------------------------ listing
@@ -314,11 +332,17 @@ def run_crop(
     with _Lock(out):
         save_config(config, out / CONFIG_FILE)
         previous, dirty = read_manifest(out)
-        if dirty:
-            write_manifest(out, previous)
         cropper = _Cropper(src, out, config, detector)
         keys = [p.relative_to(src).as_posix() for p in inputs]
-        todo = [p for p, k in zip(inputs, keys) if not is_cached(previous.get(k), source_stamp(p), cropper.params, out)]
+        todo = []
+        for path, key in zip(inputs, keys):
+            kept = cached_record(previous.get(key), path, cropper.params, out)
+            if kept is None:
+                todo.append(path)
+            elif kept is not previous[key]:  # same content, new mtime: remember the new stamp
+                previous[key], dirty = kept, True
+        if dirty:
+            write_manifest(out, previous)
         skipped = len(inputs) - len(todo)
         log.info("crop %s -> %s: %d images, %d cached, %d to do", src, out, len(inputs), skipped, len(todo))
         try:

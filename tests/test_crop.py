@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -158,6 +159,21 @@ def test_changed_source_or_deleted_crop_is_redone(photos, tmp_path, detector, sa
     summary = run_crop(photos, out, CONFIG, progress=False, detector=detector)
     assert summary.skipped == 4 and summary.ok == 6
     assert (out / "Bob_Hope" / "Bob_Hope_0001.jpg").is_file()
+
+
+def test_a_copied_dataset_with_new_mtimes_is_not_cropped_again(photos, tmp_path, detector):
+    out = tmp_path / "out"
+    run_crop(photos, out, CONFIG, progress=False, detector=detector)
+    crops = {p: p.stat().st_mtime_ns for p in out.glob("*/*.jpg")}
+    for source in photos.glob("*/*.jpg"):  # what a copy without -p or a re-extraction does
+        os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+    again = run_crop(photos, out, CONFIG, progress=False, detector=detector)
+    assert again.skipped == again.total == 6
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.jpg")} == crops
+    records = {r["path"]: r for r in manifest_lines(out)}
+    assert len(records) == 6  # the new mtimes replace the old stamps, so the next run takes the fast path
+    for key, record in records.items():
+        assert record["source"]["mtime_ns"] == (photos / key).stat().st_mtime_ns and len(record["source"]["sha256"]) == 64
 
 
 def test_torn_manifest_line_is_dropped_and_redone(photos, tmp_path, detector):
