@@ -27,6 +27,32 @@ def configure_tracking() -> str:
     return uri
 
 
+def artifact_location(uri: str) -> str | None:
+    """``<folder of the sqlite file>/mlruns`` for a local ``sqlite:///`` store, else None (MLflow's default).
+
+    MLflow would put the artifacts of a new experiment in ``./mlruns`` of whatever folder a
+    command runs in; keeping them beside the database keeps a store in one place.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix):] in ("", ":memory:"):
+        return None
+    return (Path(uri[len(prefix):]).expanduser().resolve().parent / "mlruns").as_uri()
+
+
+def use_experiment(name: str) -> None:
+    """Make ``name`` the active experiment, creating it with its artifacts beside a sqlite store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    location = artifact_location(tracking_uri())
+    if location and mlflow.get_experiment_by_name(name) is None:
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by another process
+            pass
+    mlflow.set_experiment(name)
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -57,7 +83,7 @@ def mlflow_run(
     configure_tracking()
     nested = nested or mlflow.active_run() is not None
     if not nested and not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(experiment)
+        use_experiment(experiment)
     all_tags = {"facerec.git_commit": git_commit() or "unknown", **(tags or {})}
     with mlflow.start_run(run_name=run_name, nested=nested, tags={k: str(v) for k, v in all_tags.items()}) as run:
         if params:

@@ -109,11 +109,10 @@ def test_result_round_trips_through_json_and_npz(tmp_path, monkeypatch):
         EvalResult.load(tmp_path / "missing")
 
 
-def test_real_model_with_flip_tta_and_mlflow_logging(mlflow_store, tmp_path, monkeypatch):
+def test_real_model_with_flip_tta_and_mlflow_logging(mlflow_store, tmp_path):
     """resnet18 (random init, 64 px) on raw sample photos: every metric present and in range, run logged."""
     import mlflow
 
-    monkeypatch.chdir(tmp_path)  # MLflow's artifact root (./mlruns) lands in the temporary folder
     config = EvalConfig(crop=False, holdout=0.3, n_pairs=80, flip=True, distractor_fraction=0.2, projection="pca")
     result = ev.evaluate("resnet18", config, pretrained="none", input_size=64, progress=False)
     m = result.metrics
@@ -125,6 +124,7 @@ def test_real_model_with_flip_tta_and_mlflow_logging(mlflow_store, tmp_path, mon
     assert run.info.run_name == "resnet18@64px folder"
     assert run.data.metrics["accuracy"] == pytest.approx(m["accuracy"])
     assert run.data.params["eval.flip"] == "True"
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside the sqlite store, not ./mlruns
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/roc.png", "plots/cmc.png", "plots/confusion.png", "plots/embeddings.png"}
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "cmc")
