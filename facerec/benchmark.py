@@ -37,12 +37,18 @@ LOWER_IS_BETTER = frozenset({"eer"})
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One backbone of a benchmark: registry name, input size, start weights."""
+    """One backbone of a benchmark: registry name, input size, start weights.
+
+    ``optim``: this backbone's optimizer settings over the shared ``train.optim`` (a ViT from
+    scratch wants a lower learning rate than a CNN with BatchNorm); loss, head, augmentation,
+    data and budget stay shared.
+    """
 
     name: str
     input_size: int | None = None
     pretrained: str = "none"
     embedding_dim: int | None = None
+    optim: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,13 +149,14 @@ def model_train_config(config: BenchmarkConfig, entry: ModelEntry) -> dict[str, 
         model["input_size"] = entry.input_size
     if entry.embedding_dim is not None:
         model["embedding_dim"] = entry.embedding_dim
-    return merge(config.train, {"model": model, "device": config.device})
+    return merge(config.train, {"model": model, "device": config.device, "optim": entry.optim})
 
 
 def model_hash(config: BenchmarkConfig, entry: ModelEntry) -> str:
     """Everything that changes a model's numbers: backbone and weights, training, evaluation."""
+    backbone = {k: v for k, v in to_dict(entry).items() if k != "optim"}  # optim counts inside train
     return _hash({
-        "model": to_dict(entry), "pretrained": config.pretrained, "train": model_train_config(config, entry),
+        "model": backbone, "pretrained": config.pretrained, "train": model_train_config(config, entry),
         "evaluate": to_dict(config.evaluate),
     })
 

@@ -44,6 +44,20 @@ def test_config_errors_are_one_line_config_errors(tmp_path):
     assert model_hash(config, config.models[1]) == model_hash(config, load_benchmark_config(EXPERIMENTS / "quick.yaml").models[1])
 
 
+def test_a_model_optim_override_changes_only_that_model():
+    from facerec.benchmark import model_train_config
+
+    config = load_benchmark_config(EXPERIMENTS / "quick.yaml")
+    tuned = load_benchmark_config(EXPERIMENTS / "quick.yaml", ["models=[{name: resnet18, optim: {lr: 0.123}}, {name: resnet50}]"])
+    shared = config.train["optim"]
+    assert model_train_config(tuned, tuned.models[0])["optim"] == {**shared, "lr": 0.123}
+    assert model_train_config(tuned, tuned.models[1])["optim"] == shared
+    assert model_train_config(tuned, tuned.models[0])["loss"] == config.train["loss"]
+    plain = load_benchmark_config(EXPERIMENTS / "quick.yaml", ["models=[{name: resnet18}, {name: resnet50}]"])
+    assert model_hash(tuned, tuned.models[0]) != model_hash(plain, plain.models[0])
+    assert model_hash(tuned, tuned.models[1]) == model_hash(plain, plain.models[1])  # finished runs stay reusable
+
+
 def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_store, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
