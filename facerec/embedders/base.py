@@ -219,21 +219,20 @@ def create_embedder(
 
     ``none`` means random initialisation; it is always logged, never a fallback.
     """
-    _import_backbones()
-    if name not in _REGISTRY:  # before the warning below
-        raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    builder = _builder(name)  # an unknown name fails before the warning below
     pretrained = (pretrained or NO_WEIGHTS).strip()
     if pretrained.lower() == NO_WEIGHTS:
         pretrained = NO_WEIGHTS
         log.warning("%s: no pretrained weights requested (pretrained=none): random initialisation", name)
-    return _build(name, pretrained, input_size, embedding_dim, **options)
+    return builder(pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
 
 
-def _build(name: str, pretrained: str, input_size: int | None, embedding_dim: int | None, **options: Any) -> Embedder:
+def _builder(name: str) -> Builder:
+    """The registered builder of ``name``; ModelError when there is none."""
     _import_backbones()
     if name not in _REGISTRY:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
+    return _REGISTRY[name]
 
 
 def _import_backbones() -> None:
@@ -285,8 +284,9 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
     try:
         meta = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
         # Architecture only: the trained weights are loaded right below (no random-init warning).
-        embedder = _build(
-            meta["name"], NO_WEIGHTS, meta["input_size"], meta["embedding_dim"], **meta.get("options", {})
+        embedder = _builder(meta["name"])(
+            pretrained=NO_WEIGHTS, input_size=meta["input_size"], embedding_dim=meta["embedding_dim"],
+            **meta.get("options", {}),
         )
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         embedder.load_state_dict(state)
