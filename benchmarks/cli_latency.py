@@ -9,6 +9,7 @@ waits for. The import share comes from ``python -X importtime`` on the same comm
 into model build, first verify (MTCNN build, detection, embedding) and a warm verify. Medians over
 ``--repeats``; logged to MLflow (experiment ``facerec-benchmarks``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
-from facerec.data import sample_root
+from facerec.data.datasets import sample_root
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ def import_profile(argv: list[str]) -> tuple[float, dict[str, float]]:
 
 def phases(args: argparse.Namespace, image1, image2) -> dict[str, float]:
     """In this process, after the imports: model build, first verify (MTCNN build + work), a warm verify."""
-    from facerec.embedders import available_embedders, load_model
-    from facerec.recognizer import FaceRecognizer
+    from facerec.gallery.recognizer import FaceRecognizer
+    from facerec.models import available_embedders, load_model
 
     available_embedders()  # imports every backbone module: imports are measured above, not here
     start = time.perf_counter()
@@ -102,25 +103,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     breakdown = phases(args, image1, image2)
     load = os.getloadavg()
     summary = {
-        "model": args.model, "pretrained": args.pretrained, "input_size": args.input_size,
-        "help_s_median": statistics.median(help_times), "help_imports_s": help_imports,
-        "verify_s_median": statistics.median(verify_times), "verify_s_all": verify_times,
+        "model": args.model,
+        "pretrained": args.pretrained,
+        "input_size": args.input_size,
+        "help_s_median": statistics.median(help_times),
+        "help_imports_s": help_imports,
+        "verify_s_median": statistics.median(verify_times),
+        "verify_s_all": verify_times,
         "verify_imports_s": verify_imports,
         "verify_import_share": verify_imports / statistics.median(verify_times),
         "verify_imports_by_package": {k: round(v, 3) for k, v in list(verify_packages.items())[:12]},
-        **breakdown, "verify_score": result["score"], "cpu_count": os.cpu_count(), "load_avg_1m": load[0],
+        **breakdown,
+        "verify_score": result["score"],
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": load[0],
     }
     print(json.dumps(summary, indent=2))
     if not args.no_mlflow:
         import mlflow
 
-        from facerec.tracking import mlflow_run
+        from facerec.tracking.runs import mlflow_run
 
         name = f"cli-latency-{args.model}-{args.input_size or 'default'}px"
-        with mlflow_run(EXPERIMENT, name, params={k: v for k, v in vars(args).items() if k != "no_mlflow"},
-                        tags={"facerec.benchmark": "cli_latency"}):
-            mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        with mlflow_run(
+            EXPERIMENT,
+            name,
+            params={k: v for k, v in vars(args).items() if k != "no_mlflow"},
+            tags={"facerec.benchmark": "cli_latency"},
+        ):
+            mlflow.log_metrics(
+                {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            )
             mlflow.log_dict(summary, "cli_latency.json")
     return 0
 

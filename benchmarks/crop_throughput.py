@@ -7,6 +7,7 @@ separately), the face-found rate and the fallback count, and logs them to MLflow
 (experiment ``facerec-benchmarks``; tracking URI ``$MLFLOW_TRACKING_URI`` or sqlite:///mlflow.db).
 A rerun into the same ``--out`` measures the cache: everything is skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facerec.config import to_dict
-from facerec.crop import CropConfig, list_inputs, read_manifest, run_crop
-from facerec.data import lfw_images_dir, resolve_data_root
-from facerec.detect import POLICIES, DetectorConfig
+from facerec.data.datasets import lfw_images_dir, resolve_data_root
 from facerec.errors import FacerecError
+from facerec.faces.crop import CropConfig, list_inputs, read_manifest, run_crop
+from facerec.faces.detect import POLICIES, DetectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         src = lfw_images_dir(resolve_data_root(args.data))
         detector = dataclasses.replace(
-            DetectorConfig(), image_size=args.size, margin=args.margin, policy=args.policy,
-            align=not args.no_align, batch_size=args.batch_size, device=args.device, threads=args.threads,
+            DetectorConfig(),
+            image_size=args.size,
+            margin=args.margin,
+            policy=args.policy,
+            align=not args.no_align,
+            batch_size=args.batch_size,
+            device=args.device,
+            threads=args.threads,
         )
         config = CropConfig(detector=detector, fallback=args.fallback)
         paths = list_inputs(src, args.out, None)
@@ -98,12 +105,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def log_to_mlflow(args: argparse.Namespace, config: CropConfig, src: Path, result: dict) -> None:
     import mlflow
 
-    from facerec.tracking import mlflow_run
+    from facerec.tracking.runs import mlflow_run
 
     run_name = f"crop-{config.detector.image_size}px-{config.detector.policy}-m{config.detector.margin}"
     params = {
-        "crop": to_dict(config), "limit": args.limit, "out": str(args.out),
-        "cpu_count": os.cpu_count(), "torch_threads": result["torch_threads"],
+        "crop": to_dict(config),
+        "limit": args.limit,
+        "out": str(args.out),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": result["torch_threads"],
     }
     tags = {"benchmark": "crop_throughput", "data_root": str(src), "cache_hit_run": result["cropped"] == 0}
     with mlflow_run("facerec-benchmarks", run_name, params=params, tags=tags):

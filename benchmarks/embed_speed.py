@@ -9,6 +9,7 @@ less sensitive to other load) are printed and logged to MLflow
 
     python benchmarks/embed_speed.py --model clip-vit-b-32 --pretrained none --input-size 224 --batch-size 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from facerec.data import sample_root
-from facerec.embedders import Embedder, create_embedder
-from facerec.embedding import configure_threads, default_workers, embed_files, list_images
-from facerec.images import load_image
+from facerec.data.datasets import sample_root
+from facerec.data.images import load_image
+from facerec.models import Embedder, create_embedder
+from facerec.models.inference import configure_threads, default_workers, embed_files, list_images
 
 log = logging.getLogger("benchmarks.embed_speed")
 
@@ -93,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=4, help="A/B pairs, order alternating (AB BA ...); medians reported")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="A/B pairs, order alternating (AB BA ...); medians reported"
+    )
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--crops", type=Path, default=None, help=f"crop folder (default: {CACHED_CROPS} if present)")
     parser.add_argument("--no-mlflow", action="store_true")
@@ -132,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seconds, cpu_s = measure(runs[name])
                 wall[name].append(len(paths) / seconds)
                 cpu[name].append(len(paths) / cpu_s)
-            log.info("round %d: bare %.2f images/s, embed %.2f images/s", round_ + 1, wall["bare"][-1], wall["embed"][-1])
+            log.info(
+                "round %d: bare %.2f images/s, embed %.2f images/s", round_ + 1, wall["bare"][-1], wall["embed"][-1]
+            )
         load_after = os.getloadavg()[0]
         bare, embed = wall["bare"], wall["embed"]
 
@@ -152,25 +157,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_avg_1m_after": load_after,
     }
     params = {
-        "model": args.model, "pretrained": args.pretrained, "input_size": args.input_size,
-        "batch_size": args.batch_size, "images": len(paths), "rounds": args.rounds, "workers": workers,
-        "torch_threads": threads, "cores": os.cpu_count(), "crops": str(crop_dir or "sample (resized)"),
+        "model": args.model,
+        "pretrained": args.pretrained,
+        "input_size": args.input_size,
+        "batch_size": args.batch_size,
+        "images": len(paths),
+        "rounds": args.rounds,
+        "workers": workers,
+        "torch_threads": threads,
+        "cores": os.cpu_count(),
+        "crops": str(crop_dir or "sample (resized)"),
         "fingerprint": embedder.fingerprint,
     }
-    print(f"model {embedder.fingerprint}, {len(paths)} crops, batch {args.batch_size}, "
-          f"{threads} torch threads, {workers} decoding workers")
+    print(
+        f"model {embedder.fingerprint}, {len(paths)} crops, batch {args.batch_size}, "
+        f"{threads} torch threads, {workers} decoding workers"
+    )
     print("per round (bare, embed) images/s: " + ", ".join(f"({b:.2f}, {e:.2f})" for b, e in zip(bare, embed)))
     print(f"bare encode_image: {bare_ips:.2f} images/s (median)")
     print(f"facerec embed:     {embed_ips:.2f} images/s (median)")
-    print(f"ratio {ratio:.3f} (target >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}); "
-          f"1-min load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores")
+    print(
+        f"ratio {ratio:.3f} (target >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}); "
+        f"1-min load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores"
+    )
     print(f"median of per-round ratios {paired_ratio:.3f}")
-    print(f"per CPU-second (robust to other load): bare {results['bare_images_per_cpu_s']:.2f}, "
-          f"embed {results['embed_images_per_cpu_s']:.2f} images, ratio {cpu_ratio:.3f}")
+    print(
+        f"per CPU-second (robust to other load): bare {results['bare_images_per_cpu_s']:.2f}, "
+        f"embed {results['embed_images_per_cpu_s']:.2f} images, ratio {cpu_ratio:.3f}"
+    )
     if not args.no_mlflow:
         import mlflow
 
-        from facerec.tracking import mlflow_run
+        from facerec.tracking.runs import mlflow_run
 
         run_name = f"embed-speed-{args.model}-{args.input_size}px-b{args.batch_size}"
         with mlflow_run("facerec-benchmarks", run_name, params=params, tags={"facerec.weights": args.pretrained}):

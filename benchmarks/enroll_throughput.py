@@ -11,6 +11,7 @@ the whole process (imports too), the CPU seconds per image (comparable across
 machine loads), the face counts MTCNN saw, and logs to MLflow
 (experiment ``facerec-benchmarks``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from facerec.data import lfw_images_dir, resolve_data_root
+from facerec.data.datasets import lfw_images_dir, resolve_data_root
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         subset.mkdir()
         for folder in folders:
             (subset / folder.name).symlink_to(folder, target_is_directory=True)
-        command = [sys.executable, "-m", "facerec", "-q", "enroll", "--from-dir", str(subset), "--skip-errors",
-                   "--gallery", str(Path(tmp) / "gallery"), "--model", args.model, "--pretrained", args.pretrained,
-                   "--input-size", str(args.input_size), "--batch-size", str(args.batch_size), "--json"]
+        command = [
+            sys.executable,
+            "-m",
+            "facerec",
+            "-q",
+            "enroll",
+            "--from-dir",
+            str(subset),
+            "--skip-errors",
+            "--gallery",
+            str(Path(tmp) / "gallery"),
+            "--model",
+            args.model,
+            "--pretrained",
+            args.pretrained,
+            "--input-size",
+            str(args.input_size),
+            "--batch-size",
+            str(args.batch_size),
+            "--json",
+        ]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -69,26 +88,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = out["added"] + out["skipped"] + len(out["failed"])
     faces = Counter(min(f["faces_found"], 3) for i in out["identities"] for f in i["added"])
     summary = {
-        "identities": len(out["identities"]), "images": images, "added": out["added"], "failed": len(out["failed"]),
-        "enroll_seconds": out["seconds"], "images_per_second": images / out["seconds"],
-        "process_seconds": wall, "images_per_second_with_startup": images / wall,
+        "identities": len(out["identities"]),
+        "images": images,
+        "added": out["added"],
+        "failed": len(out["failed"]),
+        "enroll_seconds": out["seconds"],
+        "images_per_second": images / out["seconds"],
+        "process_seconds": wall,
+        "images_per_second_with_startup": images / wall,
         "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
         "cpu_seconds_per_image": (usage.ru_utime + usage.ru_stime) / images,
         "faces_found": {("3+" if k == 3 else str(k)): v for k, v in sorted(faces.items())},
-        "model": f"{args.model}@{args.input_size} pretrained={args.pretrained}", "batch_size": args.batch_size,
-        "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
+        "model": f"{args.model}@{args.input_size} pretrained={args.pretrained}",
+        "batch_size": args.batch_size,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
     }
     print(json.dumps(summary, indent=2))
     if not args.no_mlflow:
         import mlflow
 
-        from facerec.tracking import mlflow_run
+        from facerec.tracking.runs import mlflow_run
 
         name = f"enroll-throughput-{args.model}-{args.input_size}px-{len(folders)}ids"
-        with mlflow_run(EXPERIMENT, name, params={k: v for k, v in vars(args).items() if k != "no_mlflow"},
-                        tags={"facerec.benchmark": "enroll_throughput", "facerec.data_root": str(images_dir)}):
-            mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        with mlflow_run(
+            EXPERIMENT,
+            name,
+            params={k: v for k, v in vars(args).items() if k != "no_mlflow"},
+            tags={"facerec.benchmark": "enroll_throughput", "facerec.data_root": str(images_dir)},
+        ):
+            mlflow.log_metrics(
+                {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            )
             mlflow.log_dict(summary, "enroll_throughput.json")
     return 0
 

@@ -13,6 +13,7 @@
    the kill left it stale).
 Prints a JSON report and logs it to MLflow (experiment ``facerec-benchmarks``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from facerec.data import group_by_identity, read_identity_folder, sample_root
-from facerec.gallery import DB_FILE, Gallery
+from facerec.data.datasets import group_by_identity, read_identity_folder, sample_root
+from facerec.gallery.gallery import DB_FILE, Gallery
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,21 @@ def subset(groups: dict[str, list], names: list[str], root: Path) -> Path:
 
 
 def enroll_cmd(folder: Path, gallery: Path) -> list[str]:
-    return [sys.executable, "-m", "facerec", "-q", "enroll", "--from-dir", str(folder), "--gallery", str(gallery),
-            "--batch-size", "4", *MODEL, "--json"]
+    return [
+        sys.executable,
+        "-m",
+        "facerec",
+        "-q",
+        "enroll",
+        "--from-dir",
+        str(folder),
+        "--gallery",
+        str(gallery),
+        "--batch-size",
+        "4",
+        *MODEL,
+        "--json",
+    ]
 
 
 def check(gallery: Path, groups: dict[str, list]) -> dict:
@@ -76,27 +90,49 @@ def check(gallery: Path, groups: dict[str, list]) -> dict:
             vector = g.embeddings(name)[:1]
             wrong += g.search(vector, 1)[0][0].identity != name
         fresh_after = g.index_is_fresh()
-    return {"integrity": integrity, "identities": len(present), "partial": partial, "search_errors": wrong,
-            "index_fresh_before": fresh_before, "index_fresh_after": fresh_after, "present": present}
+    return {
+        "integrity": integrity,
+        "identities": len(present),
+        "partial": partial,
+        "search_errors": wrong,
+        "index_fresh_before": fresh_before,
+        "index_fresh_after": fresh_after,
+        "present": present,
+    }
 
 
 def concurrent(groups, names, work: Path, args) -> dict:
     gallery = work / "concurrent"
-    folders = [subset(groups, names[i * args.per_process:(i + 1) * args.per_process], work / f"part{i}")
-               for i in range(args.processes)]
+    folders = [
+        subset(groups, names[i * args.per_process : (i + 1) * args.per_process], work / f"part{i}")
+        for i in range(args.processes)
+    ]
     start = time.perf_counter()
-    procs = [subprocess.Popen(enroll_cmd(f, gallery), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for f in folders]
+    procs = [
+        subprocess.Popen(enroll_cmd(f, gallery), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for f in folders
+    ]
     outputs = [p.communicate() for p in procs]
     seconds = time.perf_counter() - start
     codes = [p.returncode for p in procs]
     expected = set(names[: args.processes * args.per_process])
     state = check(gallery, groups)
-    ok = codes == [0] * len(procs) and set(state["present"]) == expected and not state["partial"] \
-        and state["integrity"] == "ok" and state["index_fresh_before"] and not state["search_errors"]
-    return {"ok": ok, "exit_codes": codes, "seconds": round(seconds, 1), "expected_identities": len(expected),
-            "errors": [err.strip().splitlines()[-1] for (_, err), c in zip(outputs, codes) if c],
-            **{k: v for k, v in state.items() if k != "present"}}
+    ok = (
+        codes == [0] * len(procs)
+        and set(state["present"]) == expected
+        and not state["partial"]
+        and state["integrity"] == "ok"
+        and state["index_fresh_before"]
+        and not state["search_errors"]
+    )
+    return {
+        "ok": ok,
+        "exit_codes": codes,
+        "seconds": round(seconds, 1),
+        "expected_identities": len(expected),
+        "errors": [err.strip().splitlines()[-1] for (_, err), c in zip(outputs, codes) if c],
+        **{k: v for k, v in state.items() if k != "present"},
+    }
 
 
 def committed(gallery: Path) -> int:
@@ -114,7 +150,7 @@ def kills(groups, names, work: Path, args) -> list[dict]:
     gallery = work / "killed"
     rounds = []
     for round_ in range(args.kills):
-        chunk = names[round_ * args.per_kill:(round_ + 1) * args.per_kill]
+        chunk = names[round_ * args.per_kill : (round_ + 1) * args.per_kill]
         folder = subset(groups, chunk, work / f"kill{round_}")
         before = committed(gallery)
         proc = subprocess.Popen(enroll_cmd(folder, gallery), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -127,10 +163,21 @@ def kills(groups, names, work: Path, args) -> list[dict]:
         proc.wait()
         at_kill = committed(gallery)
         state = check(gallery, groups)
-        ok = state["integrity"] == "ok" and not state["partial"] and state["identities"] >= at_kill \
+        ok = (
+            state["integrity"] == "ok"
+            and not state["partial"]
+            and state["identities"] >= at_kill
             and not state["search_errors"]
-        rounds.append({"round": round_, "ok": ok, "identities_at_kill": at_kill,
-                       "exit": proc.returncode, **{k: v for k, v in state.items() if k != "present"}})
+        )
+        rounds.append(
+            {
+                "round": round_,
+                "ok": ok,
+                "identities_at_kill": at_kill,
+                "exit": proc.returncode,
+                **{k: v for k, v in state.items() if k != "present"},
+            }
+        )
         log.info("kill %d: %s", round_, rounds[-1])
     return rounds
 
@@ -152,16 +199,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_mlflow:
         import mlflow
 
-        from facerec.tracking import mlflow_run
+        from facerec.tracking.runs import mlflow_run
 
-        with mlflow_run(EXPERIMENT, "gallery-stress", params={k: str(v) for k, v in vars(args).items()},
-                        tags={"facerec.benchmark": "gallery_stress"}):
-            mlflow.log_metrics({
-                "concurrent_ok": float(report["concurrent"]["ok"]),
-                "concurrent_seconds": report["concurrent"]["seconds"],
-                "kills_ok": float(sum(r["ok"] for r in report["kills"])),
-                "kills": float(len(report["kills"])),
-            })
+        with mlflow_run(
+            EXPERIMENT,
+            "gallery-stress",
+            params={k: str(v) for k, v in vars(args).items()},
+            tags={"facerec.benchmark": "gallery_stress"},
+        ):
+            mlflow.log_metrics(
+                {
+                    "concurrent_ok": float(report["concurrent"]["ok"]),
+                    "concurrent_seconds": report["concurrent"]["seconds"],
+                    "kills_ok": float(sum(r["ok"] for r in report["kills"])),
+                    "kills": float(len(report["kills"])),
+                }
+            )
             mlflow.log_dict(report, "gallery_stress.json")
     return 0 if report["ok"] else 1
 

@@ -15,6 +15,7 @@ case), median and p95 over ``--latency-queries`` calls; build time is reported t
 The target: < 5 ms per query at 1e6 with recall@1 >= 0.95 for an approximate index.
 Every setting is logged to MLflow (experiment ``facerec-benchmarks``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from facerec import index as faiss_index
+from facerec.gallery import index as faiss_index
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +45,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--per-identity", type=int, default=5, help="gallery vectors per synthetic identity")
     parser.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the identity centre")
-    parser.add_argument("--effective-dim", type=float, default=128,
-                        help="participation ratio of the identity-centre spectrum (512: isotropic)")
+    parser.add_argument(
+        "--effective-dim",
+        type=float,
+        default=128,
+        help="participation ratio of the identity-centre spectrum (512: isotropic)",
+    )
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall@1")
     parser.add_argument("--latency-queries", type=int, default=300, help="single-query calls timed")
     parser.add_argument("--hnsw-m", type=int, default=faiss_index.HNSW_DEFAULTS["m"])
     parser.add_argument("--ef-construction", type=int, default=faiss_index.HNSW_DEFAULTS["ef_construction"])
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
-    parser.add_argument("--nlist-factor", type=float, default=1.0,
-                        help="IVF lists = factor * sqrt(n) (the gallery default is 4; 1 keeps k-means within "
-                             "minutes on 2 cores at 1e6)")
+    parser.add_argument(
+        "--nlist-factor",
+        type=float,
+        default=1.0,
+        help="IVF lists = factor * sqrt(n) (the gallery default is 4; 1 keeps k-means within "
+        "minutes on 2 cores at 1e6)",
+    )
     parser.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--kinds", nargs="+", default=list(faiss_index.INDEX_KINDS), choices=faiss_index.INDEX_KINDS)
     parser.add_argument("--seed", type=int, default=0)
@@ -68,7 +77,7 @@ def power_law_scales(dim: int, effective_dim: float) -> np.ndarray:
     ranks = np.arange(1, dim + 1, dtype=np.float64)
 
     def ratio(a: float) -> float:
-        lam = ranks ** -a
+        lam = ranks**-a
         return lam.sum() ** 2 / (lam**2).sum()
 
     low, high = 0.0, 10.0
@@ -80,8 +89,7 @@ def power_law_scales(dim: int, effective_dim: float) -> np.ndarray:
     return (ranks ** (-low / 2)).astype(np.float32)
 
 
-def synthetic(n: int, n_queries: int, dim: int, per_identity: int, noise: float, seed: int,
-              effective_dim: float = 128):
+def synthetic(n: int, n_queries: int, dim: int, per_identity: int, noise: float, seed: int, effective_dim: float = 128):
     """Gallery (n, dim) and queries (n_queries, dim) of unit vectors clustered by identity."""
     rng = np.random.default_rng(seed)
     n_ids = max(1, n // per_identity)
@@ -120,9 +128,13 @@ def evaluate(index, queries, exact_top1, latency_queries, per_identity: int, n_i
     batch_ms = (time.perf_counter() - start) * 1000 / len(queries)
     p50, p95 = latency_ms(index, latency_queries)
     found = ids[:, 0]
-    return {"recall_at_1": float((found == exact_top1).mean()),
-            "identity_recall_at_1": float(((found % n_ids) == (exact_top1 % n_ids)).mean()),
-            "latency_ms_p50": p50, "latency_ms_p95": p95, "batch_ms_per_query": batch_ms}
+    return {
+        "recall_at_1": float((found == exact_top1).mean()),
+        "identity_recall_at_1": float(((found % n_ids) == (exact_top1 % n_ids)).mean()),
+        "latency_ms_p50": p50,
+        "latency_ms_p95": p95,
+        "batch_ms_per_query": batch_ms,
+    }
 
 
 def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
@@ -153,8 +165,17 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
         index, seconds = build("hnsw", m=args.hnsw_m, ef_construction=args.ef_construction)
         for ef in args.ef_search:
             faiss_index.set_search_params(index, ef_search=ef)
-            rows.append({"n": n, "kind": "hnsw", "m": args.hnsw_m, "ef_construction": args.ef_construction,
-                         "ef_search": ef, "build_s": seconds, **evaluate(index, q, exact_top1, lat_q, *shape)})
+            rows.append(
+                {
+                    "n": n,
+                    "kind": "hnsw",
+                    "m": args.hnsw_m,
+                    "ef_construction": args.ef_construction,
+                    "ef_search": ef,
+                    "build_s": seconds,
+                    **evaluate(index, q, exact_top1, lat_q, *shape),
+                }
+            )
             log.info("%s", rows[-1])
         del index
     if "ivf" in args.kinds:
@@ -162,62 +183,109 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
         index, seconds = build("ivf", nlist=nlist)
         for nprobe in args.nprobe:
             faiss_index.set_search_params(index, nprobe=nprobe)
-            rows.append({"n": n, "kind": "ivf", "nlist": nlist, "nprobe": min(nprobe, nlist), "build_s": seconds,
-                         **evaluate(index, q, exact_top1, lat_q, *shape)})
+            rows.append(
+                {
+                    "n": n,
+                    "kind": "ivf",
+                    "nlist": nlist,
+                    "nprobe": min(nprobe, nlist),
+                    "build_s": seconds,
+                    **evaluate(index, q, exact_top1, lat_q, *shape),
+                }
+            )
             log.info("%s", rows[-1])
         del index
     stranger = np.einsum("ij,ij->i", x[:2000], x[::-1][:2000])  # (almost surely) different identities
-    data = {"top1_score_median": float(np.median(exact_scores[:, 0])), "stranger_score_mean": float(stranger.mean()),
-            "stranger_score_std": float(stranger.std())}
+    data = {
+        "top1_score_median": float(np.median(exact_scores[:, 0])),
+        "stranger_score_mean": float(stranger.mean()),
+        "stranger_score_std": float(stranger.std()),
+    }
     log.info("n=%d: data %s", n, data)
     return [{**r, **data} for r in rows]
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| n | index | parameters | build s | recall@1 | identity recall@1 | ms/query p50 | p95 | batch ms/query |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| n | index | parameters | build s | recall@1 | identity recall@1 | ms/query p50 | p95 | batch ms/query |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        params = {"hnsw": f"M={r.get('m')} efC={r.get('ef_construction')} efS={r.get('ef_search')}",
-                  "ivf": f"nlist={r.get('nlist')} nprobe={r.get('nprobe')}", "flat": "exact"}[r["kind"]]
-        lines.append(f"| {r['n']:.0e} | {r['kind']} | {params} | {r['build_s']:.1f} | {r['recall_at_1']:.3f} | "
-                     f"{r['identity_recall_at_1']:.3f} | "
-                     f"{r['latency_ms_p50']:.3f} | {r['latency_ms_p95']:.3f} | {r['batch_ms_per_query']:.3f} |")
+        params = {
+            "hnsw": f"M={r.get('m')} efC={r.get('ef_construction')} efS={r.get('ef_search')}",
+            "ivf": f"nlist={r.get('nlist')} nprobe={r.get('nprobe')}",
+            "flat": "exact",
+        }[r["kind"]]
+        lines.append(
+            f"| {r['n']:.0e} | {r['kind']} | {params} | {r['build_s']:.1f} | {r['recall_at_1']:.3f} | "
+            f"{r['identity_recall_at_1']:.3f} | "
+            f"{r['latency_ms_p50']:.3f} | {r['latency_ms_p95']:.3f} | {r['batch_ms_per_query']:.3f} |"
+        )
     return "\n".join(lines)
 
 
 def log_to_mlflow(rows: list[dict], args: argparse.Namespace, env: dict) -> None:
     import mlflow
 
-    from facerec.tracking import mlflow_run
+    from facerec.tracking.runs import mlflow_run
 
     params = {k: v for k, v in vars(args).items() if k not in ("out", "no_mlflow")}
     with mlflow_run(EXPERIMENT, "index-speed", params=params, tags={"facerec.benchmark": "index_speed", **env}):
         for r in rows:
             name = f"{r['kind']}-n{r['n']:.0e}-" + "-".join(f"{k}{r[k]}" for k in ("ef_search", "nprobe") if k in r)
-            with mlflow_run(EXPERIMENT, name, nested=True,
-                            params={k: v for k, v in r.items() if k in ("n", "kind", "m", "ef_construction",
-                                                                         "ef_search", "nlist", "nprobe")}):
-                mlflow.log_metrics({k: float(v) for k, v in r.items()
-                                    if k in ("build_s", "recall_at_1", "identity_recall_at_1", "latency_ms_p50", "latency_ms_p95",
-                                             "batch_ms_per_query")})
+            with mlflow_run(
+                EXPERIMENT,
+                name,
+                nested=True,
+                params={
+                    k: v
+                    for k, v in r.items()
+                    if k in ("n", "kind", "m", "ef_construction", "ef_search", "nlist", "nprobe")
+                },
+            ):
+                mlflow.log_metrics(
+                    {
+                        k: float(v)
+                        for k, v in r.items()
+                        if k
+                        in (
+                            "build_s",
+                            "recall_at_1",
+                            "identity_recall_at_1",
+                            "latency_ms_p50",
+                            "latency_ms_p95",
+                            "batch_ms_per_query",
+                        )
+                    }
+                )
         mlflow.log_text(table(rows), "index_speed.md")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    env = {"cpu_count": str(os.cpu_count()), "faiss_threads": str(faiss.omp_get_max_threads()),
-           "faiss_version": faiss.__version__, "load_avg_start": "%.2f %.2f %.2f" % os.getloadavg(),
-           "machine": platform.processor() or platform.machine()}
+    env = {
+        "cpu_count": str(os.cpu_count()),
+        "faiss_threads": str(faiss.omp_get_max_threads()),
+        "faiss_version": faiss.__version__,
+        "load_avg_start": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
+        "machine": platform.processor() or platform.machine(),
+    }
     rows: list[dict] = []
     for size in args.sizes:
         rows.extend(bench_size(int(size), args))
         print(table(rows), flush=True)
-    env["load_avg_end"] = "%.2f %.2f %.2f" % os.getloadavg()
+    env["load_avg_end"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     print(json.dumps(env))
     for n in sorted({r["n"] for r in rows}):
-        ok = [r for r in rows if r["n"] == n and r["kind"] != "flat"
-              and r["latency_ms_p50"] < TARGET_MS and r["recall_at_1"] >= TARGET_RECALL]
+        ok = [
+            r
+            for r in rows
+            if r["n"] == n
+            and r["kind"] != "flat"
+            and r["latency_ms_p50"] < TARGET_MS
+            and r["recall_at_1"] >= TARGET_RECALL
+        ]
         best = min(ok, key=lambda r: r["latency_ms_p50"], default=None)
         print(f"n={n:.0e}: " + (f"target met by {best['kind']} {best}" if best else "target not met"))
     if args.out:

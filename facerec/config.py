@@ -3,6 +3,7 @@
 Each stage defines its own frozen dataclass next to the code that uses it; this
 module only knows how to fill any such dataclass from YAML and overrides.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,9 +86,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"unknown config key {where + unknown[0]!r}; known keys: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"unknown config key {where + unknown[0]!r}; known keys: {', '.join(sorted(fields))}")
     kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)

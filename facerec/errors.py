@@ -1,4 +1,5 @@
 """User-facing errors: the CLI prints them as one line and exits non-zero."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """The shared shell of every pipeline: ``--config YAML`` + ``key=value`` overrides -> job -> printed result."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,8 @@
 """Pipeline entry point ``benchmark`` (MLproject): train + evaluate every backbone of an experiment.
 
-    python -m pipelines.benchmark --config experiments/quick.yaml [only=[resnet18]] [train.epochs=1 ...]
+python -m pipelines.benchmark --config experiments/quick.yaml [only=[resnet18]] [train.epochs=1 ...]
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "quick.ya
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the results table and a JSON summary line."""
-    from facerec.benchmark import load_benchmark_config, run_benchmark, summary
+    from facerec.model_benchmark import load_benchmark_config, run_benchmark, summary
 
     def run(config) -> str:
         payload = summary(run_benchmark(config))

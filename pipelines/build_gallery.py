@@ -6,6 +6,7 @@
 Each identity is one transaction; the run reports throughput (images/s) and the
 gallery's stats, and logs them to MLflow (experiment ``facerec-gallery``).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,13 +61,19 @@ def build_gallery(job: GalleryBuild) -> dict[str, Any]:
     """Enroll ``job.data`` into ``job.gallery``; returns the summary (counts, throughput, gallery stats)."""
     from tqdm import tqdm
 
-    from facerec.data import lfw_images_dir, read_identity_folder, sample_root
-    from facerec.recognizer import FaceRecognizer
+    from facerec.data.datasets import lfw_images_dir, read_identity_folder, sample_root
+    from facerec.gallery.recognizer import FaceRecognizer
 
     root = lfw_images_dir(Path(job.data).expanduser()) if job.data else sample_root()
     recognizer = FaceRecognizer(
-        job.model.name, pretrained=job.model.pretrained, input_size=job.model.input_size, device=job.model.device,
-        gallery=job.gallery, face=job.face, detect=job.detect, batch_size=job.batch_size,
+        job.model.name,
+        pretrained=job.model.pretrained,
+        input_size=job.model.input_size,
+        device=job.model.device,
+        gallery=job.gallery,
+        face=job.face,
+        detect=job.detect,
+        batch_size=job.batch_size,
     )
     with recognizer:
         _ = recognizer.embedder  # load the model before the clock starts
@@ -102,13 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return json.dumps(build_gallery(job), default=str)
         import mlflow
 
-        from facerec.tracking import mlflow_run
+        from facerec.tracking.runs import mlflow_run
 
         run_name = f"gallery-{Path(job.model.name).name}-{job.model.input_size or 'default'}px-{job.index.kind}"
         with mlflow_run(EXPERIMENT, run_name, params=to_dict(job), tags={"facerec.weights": job.model.pretrained}):
             summary = build_gallery(job)
-            mlflow.log_metrics({k: float(summary[k]) for k in
-                                ("identities", "added", "skipped", "failed", "seconds", "images_per_second")})
+            mlflow.log_metrics(
+                {
+                    k: float(summary[k])
+                    for k in ("identities", "added", "skipped", "failed", "seconds", "images_per_second")
+                }
+            )
             mlflow.log_dict(summary, "gallery_summary.json")
         return json.dumps(summary, default=str)
 

@@ -1,7 +1,8 @@
 """Pipeline entry point ``crop`` (MLproject): crop a photo folder (default: LFW) with MTCNN.
 
-    python -m pipelines.crop [--config configs/crop.yaml] [src=PATH] [out=PATH] [crop.detector.margin=0.4 ...]
+python -m pipelines.crop [--config configs/crop.yaml] [src=PATH] [out=PATH] [crop.detector.margin=0.4 ...]
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facerec.crop import CropConfig, run_crop
-from facerec.data import lfw_images_dir, resolve_data_root
+from facerec.data.datasets import lfw_images_dir, resolve_data_root
+from facerec.faces.crop import CropConfig, run_crop
 from pipelines._job import run_job
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@
 Same arguments as ``facerec train`` (it is that command); also the entry point
 for several GPUs: ``torchrun --nproc_per_node 4 pipelines/finetune.py --config ...``.
 """
+
 from __future__ import annotations
 
 import sys

@@ -8,6 +8,7 @@ held out, the folder protocol on the held-out ones, and a gallery of every ident
 enrolled with the fine-tuned model. One MLflow run (experiment ``facerec-main``)
 holds the tracked stages as nested runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,36 +50,74 @@ def stage(name: str, entry: Callable[[list[str]], int], argv: list[str]) -> None
 
 def run(job: MainJob) -> dict[str, str]:
     """Run the four stages under one MLflow run; returns where their outputs are."""
+    from facerec.data.datasets import sample_root
+    from facerec.evaluation.protocols import EvalConfig, default_crops_dir, training_folder
+    from facerec.tracking.runs import mlflow_run
     from pipelines import build_gallery, crop, evaluate, finetune
 
-    from facerec.data import sample_root
-    from facerec.evaluate import EvalConfig, default_crops_dir, training_folder
-    from facerec.tracking import mlflow_run
-
     data = Path(job.data).expanduser() if job.data else sample_root()
-    eval_config = EvalConfig(protocol="folder", data=str(data), crops=job.crops, holdout=job.holdout,
-                             split_seed=job.split_seed, n_pairs=240, distractor_fraction=0.2)
+    eval_config = EvalConfig(
+        protocol="folder",
+        data=str(data),
+        crops=job.crops,
+        holdout=job.holdout,
+        split_seed=job.split_seed,
+        n_pairs=240,
+        distractor_fraction=0.2,
+    )
     crops = default_crops_dir(eval_config)
     out = Path(job.out)
     model_dir = out / "finetune" / "model"
     outputs = {"crops": str(crops), "model": str(model_dir), "gallery": str(out / "gallery")}
-    with mlflow_run(job.experiment, f"main {data.name}", params={"job": job.__dict__}, tags={"facerec.data": str(data)}):
+    with mlflow_run(
+        job.experiment, f"main {data.name}", params={"job": job.__dict__}, tags={"facerec.data": str(data)}
+    ):
         stage("crop", crop.main, ["--config", str(ROOT / "configs" / "crop.yaml"), f"src={data}", f"out={crops}"])
         train_dir = training_folder(eval_config, out / "train-identities")
-        stage("finetune", finetune.main, [
-            "--config", job.train_config, "data.kind=folder", f"data.root={train_dir}", f"data.crops={train_dir}",
-            "data.val_fraction=0.3", "data.val_pairs=80", f"output={out}", "run_name=finetune", f"device={job.device}",
-            "overwrite=true",
-        ])
-        stage("evaluate", evaluate.main, [
-            f"model={model_dir}", f"device={job.device}", "evaluate.protocol=folder", f"evaluate.data={data}",
-            f"evaluate.crops={crops}", f"evaluate.holdout={job.holdout}", f"evaluate.split_seed={job.split_seed}",
-            "evaluate.n_pairs=240", "evaluate.distractor_fraction=0.2",
-        ])
-        stage("build_gallery", build_gallery.main, [
-            f"data={crops}", f"gallery={outputs['gallery']}", f"model.name={model_dir}", "model.pretrained=none",
-            f"model.device={job.device}", "detect=false",
-        ])
+        stage(
+            "finetune",
+            finetune.main,
+            [
+                "--config",
+                job.train_config,
+                "data.kind=folder",
+                f"data.root={train_dir}",
+                f"data.crops={train_dir}",
+                "data.val_fraction=0.3",
+                "data.val_pairs=80",
+                f"output={out}",
+                "run_name=finetune",
+                f"device={job.device}",
+                "overwrite=true",
+            ],
+        )
+        stage(
+            "evaluate",
+            evaluate.main,
+            [
+                f"model={model_dir}",
+                f"device={job.device}",
+                "evaluate.protocol=folder",
+                f"evaluate.data={data}",
+                f"evaluate.crops={crops}",
+                f"evaluate.holdout={job.holdout}",
+                f"evaluate.split_seed={job.split_seed}",
+                "evaluate.n_pairs=240",
+                "evaluate.distractor_fraction=0.2",
+            ],
+        )
+        stage(
+            "build_gallery",
+            build_gallery.main,
+            [
+                f"data={crops}",
+                f"gallery={outputs['gallery']}",
+                f"model.name={model_dir}",
+                "model.pretrained=none",
+                f"model.device={job.device}",
+                "detect=false",
+            ],
+        )
     return outputs
 
 

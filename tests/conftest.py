@@ -1,4 +1,5 @@
 """Shared fixtures: the embedded sample, the LFW root (skips when absent), an isolated MLflow store."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facerec.data import DATA_ENV, sample_root
+from facerec.data.datasets import DATA_ENV, sample_root
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """The `quick` benchmark end to end (2 models, tiny budget) into a temporary MLflow store; resume; registry."""
+
 from __future__ import annotations
 
 import csv
@@ -7,14 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from facerec.benchmark import BenchmarkConfig, champion_of, load_benchmark_config, model_hash, results_table
 from facerec.errors import ConfigError
+from facerec.model_benchmark import BenchmarkConfig, champion_of, load_benchmark_config, model_hash, results_table
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TINY = [  # two backbones at 32 px, raw photos (no MTCNN), two training steps: the machinery, fast
     "models=[{name: resnet18, input_size: 32}, {name: mobilenet_v3_large, input_size: 32}]",
-    "evaluate.crop=false", "evaluate.holdout=0.2", "train.data.val_fraction=0.2", "train.epochs=1",
-    "train.steps_per_epoch=2", "train.batch_size=4", "train.num_workers=0", "evaluate.num_workers=0", "evaluate.projection=pca",
+    "evaluate.crop=false",
+    "evaluate.holdout=0.2",
+    "train.data.val_fraction=0.2",
+    "train.epochs=1",
+    "train.steps_per_epoch=2",
+    "train.batch_size=4",
+    "train.num_workers=0",
+    "evaluate.num_workers=0",
+    "evaluate.projection=pca",
 ]
 
 
@@ -22,12 +30,18 @@ TINY = [  # two backbones at 32 px, raw photos (no MTCNN), two training steps: t
 def test_every_experiment_file_loads(name):
     config = load_benchmark_config(EXPERIMENTS / f"{name}.yaml")
     assert config.name == name and len(config.models) == 6
-    assert {m.name for m in config.models} == {"clip-vit-b-32", "resnet18", "resnet50", "mobilenet_v2",
-                                                 "mobilenet_v3_large", "efficientnet_b0"}
+    assert {m.name for m in config.models} == {
+        "clip-vit-b-32",
+        "resnet18",
+        "resnet50",
+        "mobilenet_v2",
+        "mobilenet_v3_large",
+        "efficientnet_b0",
+    }
     if config.train is not None:  # the trainer accepts the shared training section for every model
-        from facerec.benchmark import model_train_config
         from facerec.config import from_dict
-        from facerec.train import TrainConfig
+        from facerec.model_benchmark import model_train_config
+        from facerec.training.trainer import TrainConfig
 
         for entry in config.models:
             from_dict(TrainConfig, model_train_config(config, entry))
@@ -41,14 +55,18 @@ def test_config_errors_are_one_line_config_errors(tmp_path):
     config = load_benchmark_config(EXPERIMENTS / "quick.yaml")
     changed = load_benchmark_config(EXPERIMENTS / "quick.yaml", ["train.epochs=4"])
     assert model_hash(config, config.models[1]) != model_hash(changed, changed.models[1])
-    assert model_hash(config, config.models[1]) == model_hash(config, load_benchmark_config(EXPERIMENTS / "quick.yaml").models[1])
+    assert model_hash(config, config.models[1]) == model_hash(
+        config, load_benchmark_config(EXPERIMENTS / "quick.yaml").models[1]
+    )
 
 
 def test_a_model_optim_override_changes_only_that_model():
-    from facerec.benchmark import model_train_config
+    from facerec.model_benchmark import model_train_config
 
     config = load_benchmark_config(EXPERIMENTS / "quick.yaml")
-    tuned = load_benchmark_config(EXPERIMENTS / "quick.yaml", ["models=[{name: resnet18, optim: {lr: 0.123}}, {name: resnet50}]"])
+    tuned = load_benchmark_config(
+        EXPERIMENTS / "quick.yaml", ["models=[{name: resnet18, optim: {lr: 0.123}}, {name: resnet50}]"]
+    )
     shared = config.train["optim"]
     assert model_train_config(tuned, tuned.models[0])["optim"] == {**shared, "lr": 0.123}
     assert model_train_config(tuned, tuned.models[1])["optim"] == shared
@@ -62,9 +80,9 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
     import mlflow
     from mlflow import MlflowClient
 
-    from facerec.benchmark import run_benchmark
-    from facerec.embedders import load_model, load_model_dir
-    from facerec.evaluate import protocol_set
+    from facerec.evaluation.protocols import protocol_set
+    from facerec.model_benchmark import run_benchmark
+    from facerec.models import load_model, load_model_dir
 
     monkeypatch.chdir(tmp_path)
     config = load_benchmark_config(EXPERIMENTS / "quick.yaml", TINY)
@@ -79,13 +97,33 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
     for label, run in children.items():
         assert run.info.run_name == f"{label} quick" and run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == first.parent_run_id
-        for key in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e-2", "tar_far_1e-3", "precision", "recall",
-                    "f1", "rank1", "rank5", "dir_far_1e-2", "macro_f1", "images_per_s", "parameters", "weights_mb",
-                    "train_seconds", "val_auc"):
+        for key in (
+            "accuracy",
+            "accuracy_std",
+            "auc",
+            "eer",
+            "tar_far_1e-2",
+            "tar_far_1e-3",
+            "precision",
+            "recall",
+            "f1",
+            "rank1",
+            "rank5",
+            "dir_far_1e-2",
+            "macro_f1",
+            "images_per_s",
+            "parameters",
+            "weights_mb",
+            "train_seconds",
+            "val_auc",
+        ):
             assert key in run.data.metrics, (label, key)
         paths = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert {"plots/roc.png", "plots/cmc.png", "plots/confusion.png", "plots/embeddings.png"} <= paths
-        assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} == {"eval/result.json", "eval/arrays.npz"}
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} == {
+            "eval/result.json",
+            "eval/arrays.npz",
+        }
     summary = {a.path for a in client.list_artifacts(first.parent_run_id, "plots")}
     assert summary == {"plots/roc.png", "plots/cmc.png", "plots/confusion.png", "plots/embeddings.png"}
     table = client.download_artifacts(first.parent_run_id, "results/results.csv", str(tmp_path))
@@ -118,8 +156,12 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
     assert mlflow.search_runs(experiment_names=["facerec-benchmark"], output_format="list").__len__() == 6
 
     # Retraining from scratch on the same machine gives the same numbers (seeds fixed).
-    fresh = run_benchmark(load_benchmark_config(EXPERIMENTS / "quick.yaml", [*TINY, "only=[resnet18]", "resume=false",
-                                                                              "output_dir=outputs/fresh"]), progress=False)
+    fresh = run_benchmark(
+        load_benchmark_config(
+            EXPERIMENTS / "quick.yaml", [*TINY, "only=[resnet18]", "resume=false", "output_dir=outputs/fresh"]
+        ),
+        progress=False,
+    )
     assert not fresh.outcomes[0].resumed
     assert fresh.outcomes[0].result.metrics["accuracy"] == first.outcomes[0].result.metrics["accuracy"]
     assert fresh.outcomes[0].result.metrics["auc"] == first.outcomes[0].result.metrics["auc"]
@@ -129,10 +171,22 @@ def test_results_table_and_champion_choice_follow_the_metrics():
     from types import SimpleNamespace
 
     def outcome(label, accuracy, eer):
-        metrics = {"accuracy": accuracy, "accuracy_std": 0.01, "eer": eer, "images_per_s": 10.0, "parameters": 2e6,
-                   "weights_mb": 8.0}
-        return SimpleNamespace(label=label, weights="none", run_id=label, resumed=False, train_seconds=60.0,
-                               result=SimpleNamespace(metrics=metrics))
+        metrics = {
+            "accuracy": accuracy,
+            "accuracy_std": 0.01,
+            "eer": eer,
+            "images_per_s": 10.0,
+            "parameters": 2e6,
+            "weights_mb": 8.0,
+        }
+        return SimpleNamespace(
+            label=label,
+            weights="none",
+            run_id=label,
+            resumed=False,
+            train_seconds=60.0,
+            result=SimpleNamespace(metrics=metrics),
+        )
 
     outcomes = [outcome("a", 0.7, 0.3), outcome("b", 0.8, 0.35)]
     assert champion_of(outcomes, "accuracy").label == "b"
@@ -145,7 +199,7 @@ def test_results_table_and_champion_choice_follow_the_metrics():
 
 
 def test_benchmark_config_rejects_duplicates_and_empty_model_lists():
-    from facerec.benchmark import ModelEntry
+    from facerec.model_benchmark import ModelEntry
 
     with pytest.raises(ValueError):
         BenchmarkConfig(name="x", models=())
@@ -159,7 +213,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     for argv, message in [
         (["--config", str(tmp_path / "nope.yaml")], "config file not found"),
         (["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "only=[vgg16]"], "not among the models"),
-        (["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "train.epochz=1"], "model clip-vit-b-32: train.unknown"),
+        (
+            ["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "train.epochz=1"],
+            "model clip-vit-b-32: train.unknown",
+        ),
         (["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "evaluate.holdout=0"], "set evaluate.holdout > 0"),
     ]:
         assert main(["benchmark", *argv]) == 2
@@ -171,17 +228,28 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_lfw_view1_benchmark_smoke(lfw_root, mlflow_store, tmp_path, monkeypatch):
     """lfw-view1 with one tiny model: DevTrain training, DevTest verification + identification (about 3 min)."""
-    from facerec.benchmark import run_benchmark
+    from facerec.model_benchmark import run_benchmark
 
     crops = Path(__file__).resolve().parents[1] / ".cache" / "crops" / "lfw-224"
     if not (crops / "manifest.jsonl").is_file():
         pytest.skip("the LFW crops are not made yet (python -m pipelines.crop)")
     monkeypatch.chdir(tmp_path)
-    config = load_benchmark_config(EXPERIMENTS / "lfw-view1.yaml", [
-        f"evaluate.data={lfw_root}", f"evaluate.crops={crops}", f"train.data.root={lfw_root}", f"train.data.crops={crops}",
-        "models=[{name: resnet18, input_size: 32}]", "train.epochs=1", "train.steps_per_epoch=2", "train.loss.P=4", "train.loss.K=2",
-        "train.data.val_pairs=40", "evaluate.projection=pca",
-    ])
+    config = load_benchmark_config(
+        EXPERIMENTS / "lfw-view1.yaml",
+        [
+            f"evaluate.data={lfw_root}",
+            f"evaluate.crops={crops}",
+            f"train.data.root={lfw_root}",
+            f"train.data.crops={crops}",
+            "models=[{name: resnet18, input_size: 32}]",
+            "train.epochs=1",
+            "train.steps_per_epoch=2",
+            "train.loss.P=4",
+            "train.loss.K=2",
+            "train.data.val_pairs=40",
+            "evaluate.projection=pca",
+        ],
+    )
     result = run_benchmark(config, progress=False)
     metrics = result.outcomes[0].result.metrics
     assert metrics["n_pairs"] == 1000 and metrics["n_images"] == 3708

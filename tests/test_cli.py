@@ -1,4 +1,5 @@
 """The CLI shell: help, argument order, one-line errors and exit codes."""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,16 +8,22 @@ import sys
 import pytest
 
 from facerec.cli import build_parser, main, parse_args
-from facerec.commands import COMMANDS
+from facerec.cli.commands import COMMANDS
 
 
 def test_help_lists_every_command_without_heavy_imports():
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from facerec.cli import main\n"
-         "try: main(['--help'])\nexcept SystemExit: pass\n"
-         "heavy = [m for m in ('torch', 'faiss', 'mlflow', 'open_clip', 'facenet_pytorch') if m in sys.modules]\n"
-         "print('HEAVY', heavy)"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from facerec.cli import main\n"
+            "try: main(['--help'])\nexcept SystemExit: pass\n"
+            "heavy = [m for m in ('torch', 'faiss', 'mlflow', 'open_clip', 'facenet_pytorch') if m in sys.modules]\n"
+            "print('HEAVY', heavy)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert all(name in out for name in COMMANDS)
     assert "HEAVY []" in out

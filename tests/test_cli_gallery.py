@@ -1,4 +1,5 @@
 """The enroll / verify / identify / gallery commands: JSON, exit codes, one-line errors, an unchanged gallery."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from facerec.cli import main
-from facerec.gallery import INDEX_FILE, Gallery
+from facerec.gallery.gallery import INDEX_FILE, Gallery
 
 MODEL = ["--model", "resnet18", "--pretrained", "none", "--input-size", "64"]
 
@@ -27,13 +28,16 @@ def reuse_models():
 
     import facenet_pytorch
 
-    import facerec.embedders
+    import facerec.models
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(facerec.embedders, "load_model", functools.lru_cache(facerec.embedders.load_model))
+        mp.setattr(facerec.models, "load_model", functools.lru_cache(facerec.models.load_model))
         build_mtcnn = functools.lru_cache(facenet_pytorch.MTCNN)
-        mp.setattr(facenet_pytorch, "MTCNN", lambda **kw: build_mtcnn(**{k: tuple(v) if isinstance(v, list) else v
-                                                                         for k, v in kw.items()}))
+        mp.setattr(
+            facenet_pytorch,
+            "MTCNN",
+            lambda **kw: build_mtcnn(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}),
+        )
         yield
 
 
@@ -65,8 +69,21 @@ def base_gallery(tmp_path_factory, sample_dir) -> Path:
     """A gallery with two identities, built once through the CLI."""
     path = tmp_path_factory.mktemp("base") / "gallery"
     for name in ("Aaron_Peirsol", "Ashanti"):
-        assert main(["-q", "enroll", name, photo(sample_dir, name, 1), photo(sample_dir, name, 2),
-                     "--gallery", str(path), *MODEL]) == 0
+        assert (
+            main(
+                [
+                    "-q",
+                    "enroll",
+                    name,
+                    photo(sample_dir, name, 1),
+                    photo(sample_dir, name, 2),
+                    "--gallery",
+                    str(path),
+                    *MODEL,
+                ]
+            )
+            == 0
+        )
     return path
 
 
@@ -98,11 +115,14 @@ def bad_files(tmp_path_factory, sample_dir) -> dict[str, Path]:
 
 def png_claiming(width: int, height: int) -> bytes:
     """A small PNG whose header claims ``width`` x ``height`` pixels (a decompression-bomb stand-in)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
     header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def assert_one_line_error(code: int, err: str, pattern: str) -> None:
@@ -114,41 +134,82 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
 
 # ---------------------------------------------------------------- happy paths
 def test_enroll_json_and_duplicates(gallery, capsys, sample_dir):
-    code, out, _ = run(capsys, "enroll", "Bob Hope", photo(sample_dir, "Bob_Hope", 1), photo(sample_dir, "Bob_Hope", 2),
-                       "--gallery", str(gallery), "--json")  # no --model: the gallery's own model
+    code, out, _ = run(
+        capsys,
+        "enroll",
+        "Bob Hope",
+        photo(sample_dir, "Bob_Hope", 1),
+        photo(sample_dir, "Bob_Hope", 2),
+        "--gallery",
+        str(gallery),
+        "--json",
+    )  # no --model: the gallery's own model
     assert code == 0
     assert out["face_policy"] == "central" and out["added"] == 2 and out["skipped"] == 0
     identity = out["identities"][0]
     assert identity["identity"] == "Bob Hope" and identity["created"]
     assert identity["added"][0]["faces_found"] >= 1 and identity["added"][0]["policy"] == "central"
     before = state(gallery)
-    code, out, _ = run(capsys, "enroll", "Bob Hope", photo(sample_dir, "Bob_Hope", 1), "--gallery", str(gallery), "--json")
+    code, out, _ = run(
+        capsys, "enroll", "Bob Hope", photo(sample_dir, "Bob_Hope", 1), "--gallery", str(gallery), "--json"
+    )
     assert code == 0 and out["added"] == 0 and out["skipped"] == 1
     assert out["identities"][0]["skipped"][0]["reason"].startswith("duplicate")
     assert state(gallery) == before  # no duplicate vector
 
 
 def test_identify_json(gallery, capsys, sample_dir):
-    code, out, _ = run(capsys, "identify", photo(sample_dir, "Ashanti", 2), "--gallery", str(gallery),
-                       "--threshold", "0.5", "--top-k", "3", "--json")
+    code, out, _ = run(
+        capsys,
+        "identify",
+        photo(sample_dir, "Ashanti", 2),
+        "--gallery",
+        str(gallery),
+        "--threshold",
+        "0.5",
+        "--top-k",
+        "3",
+        "--json",
+    )
     assert code == 0
     assert out["identity"] == "Ashanti" and out["score"] == pytest.approx(1.0, abs=1e-4)  # an enrolled photo
     assert [c["identity"] for c in out["candidates"]] == ["Ashanti", "Aaron_Peirsol"]
     assert out["threshold"] == 0.5 and out["face"]["policy"] == "central" and out["face"]["faces_found"] >= 1
-    code, out, _ = run(capsys, "identify", photo(sample_dir, "Bob_Hope"), "--gallery", str(gallery),
-                       "--threshold", "1.01", "--json")
+    code, out, _ = run(
+        capsys, "identify", photo(sample_dir, "Bob_Hope"), "--gallery", str(gallery), "--threshold", "1.01", "--json"
+    )
     assert code == 0 and out["identity"] is None and out["score"] < 1.01  # open set: a stranger
-    code, text, _ = run(capsys, "identify", photo(sample_dir, "Bob_Hope"), "--gallery", str(gallery), "--threshold", "1.01")
+    code, text, _ = run(
+        capsys, "identify", photo(sample_dir, "Bob_Hope"), "--gallery", str(gallery), "--threshold", "1.01"
+    )
     assert code == 0 and text.startswith("unknown person")
 
 
 def test_verify_json(capsys, sample_dir):
-    code, out, _ = run(capsys, "verify", photo(sample_dir, "Ashanti"), photo(sample_dir, "Ashanti"), *MODEL,
-                       "--threshold", "0.99", "--face", "largest", "--json")
+    code, out, _ = run(
+        capsys,
+        "verify",
+        photo(sample_dir, "Ashanti"),
+        photo(sample_dir, "Ashanti"),
+        *MODEL,
+        "--threshold",
+        "0.99",
+        "--face",
+        "largest",
+        "--json",
+    )
     assert code == 0 and out["same"] is True and out["threshold"] == 0.99
     assert [f["policy"] for f in out["faces"]] == ["largest", "largest"]
-    code, out, _ = run(capsys, "verify", photo(sample_dir, "Ashanti"), photo(sample_dir, "Bob_Hope"), *MODEL,
-                       "--threshold", "0.9999", "--json")
+    code, out, _ = run(
+        capsys,
+        "verify",
+        photo(sample_dir, "Ashanti"),
+        photo(sample_dir, "Bob_Hope"),
+        *MODEL,
+        "--threshold",
+        "0.9999",
+        "--json",
+    )
     assert code == 0 and out["same"] is False and set(out) >= {"same", "score", "threshold"}
     code, _, err = run(capsys, "verify", photo(sample_dir, "Ashanti"), photo(sample_dir, "Bob_Hope"), *MODEL)
     assert_one_line_error(code, err, "has no calibrated threshold; pass --threshold")
@@ -182,20 +243,25 @@ def test_grayscale_and_rgba_photos_are_accepted(tmp_path, capsys, sample_dir):
     gray, rgba = tmp_path / "gray.png", tmp_path / "rgba.png"
     Image.open(photo(sample_dir, "Ashanti")).convert("L").save(gray)
     Image.open(photo(sample_dir, "Ashanti", 2)).convert("RGBA").save(rgba)
-    code, out, err = run(capsys, "enroll", "Ashanti", str(gray), str(rgba), "--gallery", str(tmp_path / "g"), *MODEL, "--json")
+    code, out, err = run(
+        capsys, "enroll", "Ashanti", str(gray), str(rgba), "--gallery", str(tmp_path / "g"), *MODEL, "--json"
+    )
     assert code == 0 and out["added"] == 2, err
 
 
 # ---------------------------------------------------------------- bad inputs
-@pytest.mark.parametrize("kind,message", [
-    ("missing", "no such file"),
-    ("directory", "is a directory"),
-    ("empty", "is an empty file"),
-    ("truncated", "cannot read image"),
-    ("text", "cannot read image"),
-    ("huge", "pixels"),
-    ("no_face", "no face found"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("missing", "no such file"),
+        ("directory", "is a directory"),
+        ("empty", "is an empty file"),
+        ("truncated", "cannot read image"),
+        ("text", "cannot read image"),
+        ("huge", "pixels"),
+        ("no_face", "no face found"),
+    ],
+)
 def test_bad_image_is_a_clean_error_and_changes_nothing(gallery, bad_files, capsys, sample_dir, kind, message):
     before = state(gallery)
     bad = str(bad_files[kind])
@@ -222,8 +288,9 @@ def test_gallery_of_another_model_is_refused(gallery, capsys, sample_dir):
     other = ["--model", "resnet18", "--pretrained", "none", "--input-size", "48"]
     code, _, err = run(capsys, "enroll", "Bob_Hope", photo(sample_dir, "Bob_Hope"), "--gallery", str(gallery), *other)
     assert_one_line_error(code, err, "--model resnet18 --pretrained none --input-size 64")
-    code, _, err = run(capsys, "identify", photo(sample_dir, "Bob_Hope"), "--gallery", str(gallery), *other,
-                       "--threshold", "0.5")
+    code, _, err = run(
+        capsys, "identify", photo(sample_dir, "Bob_Hope"), "--gallery", str(gallery), *other, "--threshold", "0.5"
+    )
     assert_one_line_error(code, err, "was enrolled with model resnet18/64px")
     assert state(gallery) == before
 
@@ -233,8 +300,11 @@ def test_corrupt_and_foreign_gallery_directories(tmp_path, capsys, sample_dir):
     corrupt.mkdir()
     (corrupt / "gallery.sqlite").write_bytes(os.urandom(8192))
     before = (corrupt / "gallery.sqlite").read_bytes()
-    for argv in (["enroll", "X", photo(sample_dir, "Bob_Hope"), *MODEL], ["gallery", "list"],
-                 ["identify", photo(sample_dir, "Bob_Hope"), "--threshold", "0.5", *MODEL]):
+    for argv in (
+        ["enroll", "X", photo(sample_dir, "Bob_Hope"), *MODEL],
+        ["gallery", "list"],
+        ["identify", photo(sample_dir, "Bob_Hope"), "--threshold", "0.5", *MODEL],
+    ):
         code, _, err = run(capsys, *argv, "--gallery", str(corrupt))
         assert_one_line_error(code, err, "corrupt or not a gallery database")
     assert (corrupt / "gallery.sqlite").read_bytes() == before
@@ -262,8 +332,10 @@ def test_usage_errors(capsys, tmp_path):
 
 # ---------------------------------------------------------------- processes
 def test_help_is_fast_and_lazy():
-    code = ("import sys, facerec.cli; facerec.cli.build_parser(); "
-            "print(sorted(m for m in ('torch', 'faiss', 'mlflow', 'facenet_pytorch', 'open_clip') if m in sys.modules))")
+    code = (
+        "import sys, facerec.cli; facerec.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'faiss', 'mlflow', 'facenet_pytorch', 'open_clip') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
 
@@ -273,8 +345,23 @@ def test_four_cli_processes_enroll_at_once(tmp_path, sample_dir):
     gallery = str(tmp_path / "g")
     names = ["Aaron_Peirsol", "Ashanti", "Bob_Hope", "Hun_Sen"]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "facerec", "-q", "enroll", name, photo(sample_dir, name, 1),
-                          photo(sample_dir, name, 2), "--gallery", gallery, *MODEL], stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "facerec",
+                "-q",
+                "enroll",
+                name,
+                photo(sample_dir, name, 1),
+                photo(sample_dir, name, 2),
+                "--gallery",
+                gallery,
+                *MODEL,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in names
     ]
     for proc in procs:
@@ -288,8 +375,18 @@ def test_build_gallery_pipeline(tmp_path, capsys, sample_dir):
     from pipelines.build_gallery import main as build
 
     gallery = tmp_path / "built"
-    code = build(["gallery=" + str(gallery), "limit=2", "track=false", "progress=false", "model.name=resnet18",
-                  "model.pretrained=none", "model.input_size=64", "index.kind=ivf"])
+    code = build(
+        [
+            "gallery=" + str(gallery),
+            "limit=2",
+            "track=false",
+            "progress=false",
+            "model.name=resnet18",
+            "model.pretrained=none",
+            "model.input_size=64",
+            "index.kind=ivf",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["identities"] == 2 and summary["added"] == 8 and summary["failed"] == 0
     assert summary["gallery"]["index_kind"] == "ivf" and summary["gallery"]["index_fresh"]

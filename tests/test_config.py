@@ -1,6 +1,8 @@
 """Config loading: YAML + key=value overrides into frozen dataclasses."""
+
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,7 +33,7 @@ def test_yaml_and_overrides(tmp_path):
     cfg = load_config(Outer, path, ["inner.kind=b", "sizes=[3, 4]", "out=null"])
     assert cfg == Outer("y", 3, (3, 4), None, Inner(1.0, "b"))
     assert to_dict(cfg)["sizes"] == [3, 4]
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.name = "z"  # frozen
 
 

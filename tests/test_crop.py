@@ -1,4 +1,5 @@
 """facerec.crop / `facerec crop` / pipelines.crop: tree mirroring, manifest, bad inputs, cache and resume, exit codes."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,10 @@ import pytest
 from PIL import Image
 
 from facerec import cli
-from facerec.commands import COMMANDS
-from facerec.crop import MANIFEST, CropConfig, CropSummary, crop_path_for, read_manifest, run_crop
-from facerec.detect import DetectorConfig, FaceDetector
+from facerec.cli.commands import COMMANDS
 from facerec.errors import ConfigError, DataError
+from facerec.faces.crop import MANIFEST, CropConfig, CropSummary, crop_path_for, read_manifest, run_crop
+from facerec.faces.detect import DetectorConfig, FaceDetector
 
 DETECTOR = DetectorConfig(batch_size=8, threads=1)  # 1 thread: robust on a busy shared CPU
 CONFIG = CropConfig(detector=DETECTOR)
@@ -54,7 +55,14 @@ def by_name(out: Path) -> dict[str, dict]:
 def test_crop_mirrors_the_tree_and_writes_the_manifest(photos, tmp_path, detector):
     out = tmp_path / "out"
     summary = run_crop(photos, out, CONFIG, progress=False, detector=detector)
-    assert (summary.total, summary.ok, summary.no_face, summary.failed, summary.fallback, summary.skipped) == (6, 6, 0, 0, 0, 0)
+    assert (summary.total, summary.ok, summary.no_face, summary.failed, summary.fallback, summary.skipped) == (
+        6,
+        6,
+        0,
+        0,
+        0,
+        0,
+    )
     sources = sorted(p.relative_to(photos) for p in photos.glob("*/*.jpg"))
     assert sorted(p.relative_to(out) for p in out.glob("*/*.jpg")) == sources
     for rel in sources:
@@ -102,8 +110,13 @@ def test_bad_inputs_never_stop_the_run(photos, tmp_path, detector, sample_dir):
     records = by_name(out)
     statuses = {name: r["status"] for name, r in records.items() if r["path"].startswith("Bad/")}
     assert statuses == {
-        "truncated.jpg": "unreadable", "text.jpg": "unreadable", "empty.jpg": "unreadable",
-        "gray.jpg": "ok", "rgba.png": "ok", "gray16.png": "ok", "huge.jpg": "no_face",
+        "truncated.jpg": "unreadable",
+        "text.jpg": "unreadable",
+        "empty.jpg": "unreadable",
+        "gray.jpg": "ok",
+        "rgba.png": "ok",
+        "gray16.png": "ok",
+        "huge.jpg": "no_face",
     }
     assert (summary.total, summary.ok, summary.no_face, summary.failed, summary.fallback) == (13, 9, 1, 3, 1)
     for name in ("truncated.jpg", "text.jpg", "empty.jpg"):
@@ -115,7 +128,9 @@ def test_bad_inputs_never_stop_the_run(photos, tmp_path, detector, sample_dir):
     with Image.open(out / "Bad" / "rgba.png") as crop:  # the format follows the extension
         assert crop.format == "PNG" and crop.mode == "RGB" and crop.size == (224, 224)
     # the directory named x.jpg is reported when passed explicitly
-    run_crop(photos, out, config, paths=[Path("Bad/x.jpg"), photos / "Bad/missing.jpg"], progress=False, detector=detector)
+    run_crop(
+        photos, out, config, paths=[Path("Bad/x.jpg"), photos / "Bad/missing.jpg"], progress=False, detector=detector
+    )
     records = by_name(out)
     assert records["x.jpg"]["status"] == "unreadable" and "directory" in records["x.jpg"]["error"]
     assert records["missing.jpg"]["status"] == "unreadable"
@@ -173,7 +188,9 @@ def test_a_copied_dataset_with_new_mtimes_is_not_cropped_again(photos, tmp_path,
     records = {r["path"]: r for r in manifest_lines(out)}
     assert len(records) == 6  # the new mtimes replace the old stamps, so the next run takes the fast path
     for key, record in records.items():
-        assert record["source"]["mtime_ns"] == (photos / key).stat().st_mtime_ns and len(record["source"]["sha256"]) == 64
+        assert (
+            record["source"]["mtime_ns"] == (photos / key).stat().st_mtime_ns and len(record["source"]["sha256"]) == 64
+        )
 
 
 def test_torn_manifest_line_is_dropped_and_redone(photos, tmp_path, detector):
@@ -193,7 +210,9 @@ def test_no_face_without_fallback_removes_a_stale_crop(tmp_path, detector):
     src, out = tmp_path / "src", tmp_path / "out"
     (src / "Nobody").mkdir(parents=True)
     Image.new("RGB", (200, 200), (40, 120, 200)).save(src / "Nobody" / "blank.jpg")
-    with_fallback = run_crop(src, out, CropConfig(detector=DETECTOR, fallback="center"), progress=False, detector=detector)
+    with_fallback = run_crop(
+        src, out, CropConfig(detector=DETECTOR, fallback="center"), progress=False, detector=detector
+    )
     assert (with_fallback.no_face, with_fallback.fallback) == (1, 1)
     assert (out / "Nobody" / "blank.jpg").is_file()
     without = run_crop(src, out, CONFIG, progress=False, detector=detector)
@@ -223,8 +242,8 @@ def test_survives_a_kill_mid_run(tmp_path, sample_dir):
     out = tmp_path / "out"
     paths = sorted(sample_dir.glob("*/*.jpg"))[:12]
     script = (
-        "import sys; from pathlib import Path; from facerec.crop import CropConfig, run_crop;"
-        "from facerec.detect import DetectorConfig;"
+        "import sys; from pathlib import Path; from facerec.faces.crop import CropConfig, run_crop;"
+        "from facerec.faces.detect import DetectorConfig;"
         "paths = [Path(p) for p in sys.argv[3:]];"
         "run_crop(Path(sys.argv[1]), Path(sys.argv[2]), CropConfig(DetectorConfig(batch_size=2, threads=1)), paths=paths, progress=False)"
     )
@@ -285,7 +304,9 @@ def facerec_main(monkeypatch):
 
 
 def test_cli_json_summary(facerec_main, photos, tmp_path, capsys):
-    rc = facerec_main(["crop", str(photos), str(tmp_path / "out"), "--json", "--no-progress", "--batch-size", "8", "--threads", "1"])
+    rc = facerec_main(
+        ["crop", str(photos), str(tmp_path / "out"), "--json", "--no-progress", "--batch-size", "8", "--threads", "1"]
+    )
     captured = capsys.readouterr()
     assert rc == 0
     payload = json.loads(captured.out)
@@ -295,7 +316,18 @@ def test_cli_json_summary(facerec_main, photos, tmp_path, capsys):
 def test_cli_exit_zero_when_no_face_is_found(facerec_main, tmp_path, capsys):
     (tmp_path / "src" / "X").mkdir(parents=True)
     Image.new("RGB", (100, 100), (0, 0, 0)).save(tmp_path / "src" / "X" / "dark.jpg")
-    rc = facerec_main(["crop", str(tmp_path / "src"), str(tmp_path / "out"), "--no-progress", "--fallback", "center", "--threads", "1"])
+    rc = facerec_main(
+        [
+            "crop",
+            str(tmp_path / "src"),
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--fallback",
+            "center",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0
     assert "1 without a face (1 centre-cropped)" in capsys.readouterr().out
 
@@ -317,7 +349,7 @@ def test_cli_errors_are_one_line(facerec_main, photos, tmp_path, capsys, case):
 
 def test_command_module_imports_no_heavy_library():
     code = (
-        "import sys, facerec.commands.crop;"
+        "import sys, facerec.cli.commands.crop;"
         "heavy = [m for m in ('torch', 'facenet_pytorch', 'mlflow', 'faiss') if m in sys.modules];"
         "sys.exit(1 if heavy else 0)"
     )
@@ -328,8 +360,16 @@ def test_pipeline_main(photos, tmp_path, capsys):
     from pipelines.crop import main
 
     out = tmp_path / "out"
-    rc = main([f"src={photos}", f"out={out}", "progress=false", "crop.detector.batch_size=8", "crop.detector.threads=1",
-               "crop.fallback=none"])
+    rc = main(
+        [
+            f"src={photos}",
+            f"out={out}",
+            "progress=false",
+            "crop.detector.batch_size=8",
+            "crop.detector.threads=1",
+            "crop.fallback=none",
+        ]
+    )
     assert rc == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ok"] == 6
     assert main([f"src={photos}", f"out={out}", "crop.detector.margn=0.2"]) == 2

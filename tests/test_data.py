@@ -1,11 +1,12 @@
 """Identity folders and the LFW protocol files (fixtures, and the real files when LFW is available)."""
+
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
 
-from facerec.data import (
+from facerec.data.datasets import (
     LFW,
     generate_pairs,
     group_by_identity,

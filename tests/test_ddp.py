@@ -1,4 +1,5 @@
 """DistributedDataParallel on CPU: two gloo processes, as ``torchrun --nproc_per_node 2`` would start them."""
+
 from __future__ import annotations
 
 import os
@@ -20,24 +21,47 @@ def free_port() -> int:
 
 def _worker(rank: int, port: int, tmp: str) -> None:
     """One rank: the environment torchrun sets, then a tiny run; saves what the test compares."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                      MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD_SIZE),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+    )
     torch.set_num_threads(1)
     from facerec.config import load_config
-    from facerec.train import Trainer, TrainConfig
+    from facerec.training.trainer import TrainConfig, Trainer
 
-    config = load_config(TrainConfig, None, [
-        "model.name=resnet18", "model.input_size=32", "data.kind=sample", "data.val_fraction=0.2",
-        "data.val_pairs=20", "data.augment=light", "loss.kind=contrastive", "epochs=1", "batch_size=4",
-        "steps_per_epoch=2", "num_workers=0", "device=cpu", "val_batch_size=40", f"output={tmp}/runs", "run_name=ddp",
-    ])
+    config = load_config(
+        TrainConfig,
+        None,
+        [
+            "model.name=resnet18",
+            "model.input_size=32",
+            "data.kind=sample",
+            "data.val_fraction=0.2",
+            "data.val_pairs=20",
+            "data.augment=light",
+            "loss.kind=contrastive",
+            "epochs=1",
+            "batch_size=4",
+            "steps_per_epoch=2",
+            "num_workers=0",
+            "device=cpu",
+            "val_batch_size=40",
+            f"output={tmp}/runs",
+            "run_name=ddp",
+        ],
+    )
     trainer = Trainer(config)
     initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     first_batch = torch.tensor(next(iter(trainer.sampler)), dtype=torch.int64)
     result = trainer.fit()
-    torch.save({"initial": initial, "final": trainer.model.state_dict(), "batch": first_batch,
-                "metrics": len(result.metrics)}, Path(tmp) / f"rank{rank}.pt")
+    torch.save(
+        {"initial": initial, "final": trainer.model.state_dict(), "batch": first_batch, "metrics": len(result.metrics)},
+        Path(tmp) / f"rank{rank}.pt",
+    )
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """facerec.detect: face choice on hand-made boxes, crop geometry, and MTCNN on the embedded sample."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from facerec.config import load_config
-from facerec.detect import Detection, DetectorConfig, Face, FaceDetector, choose_face, crop_square
 from facerec.errors import ConfigError, NoFaceError
+from facerec.faces.detect import Detection, DetectorConfig, Face, FaceDetector, choose_face, crop_square
 
 
 def face(x1, y1, x2, y2, prob=0.99, landmarks=None) -> Face:

@@ -1,4 +1,5 @@
 """Every registered embedder, offline (pretrained none, small inputs): the embedder contract."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from facerec.embedders import available_embedders, create_embedder, load_model_dir, save_model_dir
 from facerec.errors import ModelError
+from facerec.models import available_embedders, create_embedder, load_model_dir, save_model_dir
 
 CNNS = ["efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large", "resnet18", "resnet50"]
 SIZE = {"clip-vit-b-32": 64}  # CNNs: 64
@@ -62,11 +63,10 @@ def test_blocks_are_ordered_disjoint_and_cover_the_backbone(built, name):
     def record(index: int):
         def hook(*_) -> None:  # returning None keeps the module's output
             first_call.setdefault(index, len(first_call))
+
         return hook
 
-    hooks = [
-        module.register_forward_hook(record(i)) for i, block in enumerate(blocks) for module in block.modules()
-    ]
+    hooks = [module.register_forward_hook(record(i)) for i, block in enumerate(blocks) for module in block.modules()]
     try:
         embedder.embed(batch(embedder.input_size, n=1))
     finally:
@@ -84,7 +84,7 @@ def test_preprocess_makes_a_unit_range_tensor_of_the_input_size(built, name):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (250, 250, 3), dtype=np.uint8))
     tensor = embedder.preprocess(image)
     assert tensor.shape == (3, embedder.input_size, embedder.input_size) and tensor.dtype == torch.float32
-    assert 0.0 <= float(tensor.min()) and float(tensor.max()) <= 1.0
+    assert float(tensor.min()) >= 0.0 and float(tensor.max()) <= 1.0
 
 
 @pytest.mark.parametrize("name", ["clip-vit-b-32", "resnet18"])

@@ -1,4 +1,5 @@
 """Batch embedding of files (order, flip, unreadable files, threads) and the ``facerec embed`` command."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from facerec.commands import embed as embed_command
-from facerec.embedders import create_embedder
-from facerec.embedding import configure_threads, embed_files, embed_paths, list_images
+from facerec.cli.commands import embed as embed_command
+from facerec.data.images import load_image
 from facerec.errors import DataError, ImageError
-from facerec.images import load_image
+from facerec.models import create_embedder
+from facerec.models.inference import configure_threads, embed_files, embed_paths, list_images
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Evaluation protocols: splits, embed-once wiring, metrics of a perfect embedder, a real model, MLflow logging."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facerec import evaluate as ev
-from facerec.data import group_by_identity, read_identity_folder
+from facerec.data.datasets import group_by_identity, read_identity_folder
 from facerec.errors import DataError
-from facerec.evaluate import EvalConfig, EvalResult, evaluate_model, protocol_set, split_gallery
+from facerec.evaluation import protocols as ev
+from facerec.evaluation.protocols import EvalConfig, EvalResult, evaluate_model, protocol_set, split_gallery
 
 
 def _identity_embedder(monkeypatch, calls: list[list[Path]], dim: int = 64):
     """Patch embed_paths with an oracle: one unit vector per identity (the folder name)."""
-    import facerec.embedding
+    import facerec.models.inference
 
     def fake_embed_paths(embedder, paths, batch_size=64, num_workers=None, progress=True, flip=False):
         calls.append(list(paths))
@@ -26,7 +27,7 @@ def _identity_embedder(monkeypatch, calls: list[list[Path]], dim: int = 64):
             vectors[i, names.index(Path(p).parent.name) % dim] = 1.0
         return vectors
 
-    monkeypatch.setattr(facerec.embedding, "embed_paths", fake_embed_paths)
+    monkeypatch.setattr(facerec.models.inference, "embed_paths", fake_embed_paths)
 
 
 class _Oracle:
@@ -73,7 +74,9 @@ def test_evaluate_embeds_each_image_once_and_a_perfect_embedder_scores_perfectly
     _identity_embedder(monkeypatch, calls)
     config = EvalConfig(holdout=0.5, n_pairs=200, distractor_fraction=0.2, max_rank=5, scatter_identities=4)
     eval_set = protocol_set(config)
-    result = evaluate_model(_Oracle(), eval_set, config, model={"label": "oracle", "pretrained": "none"}, progress=False)
+    result = evaluate_model(
+        _Oracle(), eval_set, config, model={"label": "oracle", "pretrained": "none"}, progress=False
+    )
     assert len(calls) == 1 and len(calls[0]) == len(set(calls[0])) == len(eval_set.unique_paths()) == 100
     m = result.metrics
     assert m["accuracy"] == 1.0 and m["auc"] == 1.0 and m["eer"] == 0.0 and m["tar_far_1e-3"] == 1.0
@@ -103,7 +106,9 @@ def test_result_round_trips_through_json_and_npz(tmp_path, monkeypatch):
     result = evaluate_model(_Oracle(), protocol_set(config), config, model={"label": "oracle"}, progress=False)
     loaded = EvalResult.load(result.save(tmp_path / "r"))
     assert loaded.metrics == result.metrics
-    assert np.array_equal(loaded.scores, result.scores) and loaded.scatter_names.tolist() == result.scatter_names.tolist()
+    assert (
+        np.array_equal(loaded.scores, result.scores) and loaded.scatter_names.tolist() == result.scatter_names.tolist()
+    )
     assert json.loads((tmp_path / "r" / "result.json").read_text())["protocol"] == "folder"
     with pytest.raises(DataError):
         EvalResult.load(tmp_path / "missing")
@@ -116,8 +121,23 @@ def test_real_model_with_flip_tta_and_mlflow_logging(mlflow_store, tmp_path):
     config = EvalConfig(crop=False, holdout=0.3, n_pairs=80, flip=True, distractor_fraction=0.2, projection="pca")
     result = ev.evaluate("resnet18", config, pretrained="none", input_size=64, progress=False)
     m = result.metrics
-    for key in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e-2", "tar_far_1e-3", "precision", "recall",
-                "f1", "rank1", "rank5", "macro_precision", "macro_recall", "macro_f1", "dir_far_1e-2"):
+    for key in (
+        "accuracy",
+        "accuracy_std",
+        "auc",
+        "eer",
+        "tar_far_1e-2",
+        "tar_far_1e-3",
+        "precision",
+        "recall",
+        "f1",
+        "rank1",
+        "rank5",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "dir_far_1e-2",
+    ):
         assert 0.0 <= m[key] <= 1.0, key
     assert m["images_per_s"] > 0 and m["parameters"] > 1e6 and m["n_images"] == 60
     run = mlflow.search_runs(experiment_names=["facerec-evaluate"], output_format="list")[0]
@@ -132,7 +152,7 @@ def test_real_model_with_flip_tta_and_mlflow_logging(mlflow_store, tmp_path):
 
 
 def test_flip_changes_embeddings_but_not_the_protocol():
-    from facerec.embedders import load_model
+    from facerec.models import load_model
 
     config = EvalConfig(crop=False, holdout=0.2, n_pairs=40, identification=False)
     model = load_model("resnet18", pretrained="none", input_size=32)
@@ -157,8 +177,26 @@ def test_cli_prints_json_metrics_and_errors_in_one_line(tmp_path, monkeypatch, c
     from facerec.cli import main
 
     monkeypatch.chdir(tmp_path)
-    code = main(["evaluate", "--model", "resnet18", "--pretrained", "none", "--input-size", "32", "--no-crop",
-                 "--set", "holdout=0.2", "--set", "n_pairs=40", "--set", "identification=false", "--no-track", "--json"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "resnet18",
+            "--pretrained",
+            "none",
+            "--input-size",
+            "32",
+            "--no-crop",
+            "--set",
+            "holdout=0.2",
+            "--set",
+            "n_pairs=40",
+            "--set",
+            "identification=false",
+            "--no-track",
+            "--json",
+        ]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["protocol"] == "folder" and 0 <= payload["metrics"]["accuracy"] <= 1 and payload["cmc"] is None
@@ -170,7 +208,19 @@ def test_cli_prints_json_metrics_and_errors_in_one_line(tmp_path, monkeypatch, c
         (["--model", str(tmp_path)], "not a facerec model directory"),
         (["--data", str(tmp_path)], "no images found"),
     ]:
-        code = main(["evaluate", "--model", "resnet18", "--input-size", "32", "--pretrained", "none", "--no-crop",
-                     "--no-track", *argv])
+        code = main(
+            [
+                "evaluate",
+                "--model",
+                "resnet18",
+                "--input-size",
+                "32",
+                "--pretrained",
+                "none",
+                "--no-crop",
+                "--no-track",
+                *argv,
+            ]
+        )
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1, err

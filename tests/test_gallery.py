@@ -1,4 +1,5 @@
 """facerec.gallery with synthetic embeddings: transactions, duplicates, erasure, index cache, locking, crashes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facerec import gallery as gallery_module
 from facerec.errors import GalleryError, ModelMismatchError
-from facerec.gallery import Gallery, ModelRecord, NewImage, check_name, default_gallery_dir
+from facerec.gallery import gallery as gallery_module
+from facerec.gallery.gallery import Gallery, ModelRecord, NewImage, check_name, default_gallery_dir
 
 DIM = 16
 MODEL = ModelRecord("toy/16d/aaaa", DIM, {"model": "toy", "pretrained": "none"})

@@ -1,4 +1,5 @@
 """facerec.images.load_image on every kind of bad or unusual input a user may hand us."""
+
 from __future__ import annotations
 
 import struct
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facerec import images
+from facerec.data import images
+from facerec.data.images import load_image
 from facerec.errors import ImageError
-from facerec.images import load_image
 
 
 def write_png16(path: Path, array: np.ndarray) -> Path:
@@ -24,7 +25,9 @@ def write_png16(path: Path, array: np.ndarray) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
     return path
 
 

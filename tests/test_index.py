@@ -1,11 +1,12 @@
 """facerec.index: exactness of flat, recall of HNSW/IVF, ids, removal, atomic persistence."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from facerec import index as fx
 from facerec.errors import GalleryError
+from facerec.gallery import index as fx
 
 
 def clustered(n: int, dim: int = 64, per_class: int = 5, noise: float = 0.6, seed: int = 0, n_queries: int = 0):

@@ -1,4 +1,5 @@
 """Losses on hand-made embeddings with known values."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facerec.losses import ContrastiveLoss, InfoNCELoss, SupConLoss
+from facerec.training.losses import ContrastiveLoss, InfoNCELoss, SupConLoss
 
 
 def unit(*rows: list[float]) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """Metrics on hand-computed cases."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from facerec import metrics as M
+from facerec.evaluation import metrics as M
 
 
 def test_perfect_separation():

@@ -1,4 +1,5 @@
 """The MLproject parses with MLflow's own loader; every entry point's command reaches a pipeline that accepts it."""
+
 from __future__ import annotations
 
 import importlib
@@ -49,9 +50,9 @@ def _overrides(argv: list[str]) -> list[str]:
 
 def test_default_commands_are_accepted_by_their_configs(project):
     """Each default command's arguments build the pipeline's config (nothing runs)."""
-    from facerec.benchmark import load_benchmark_config
     from facerec.config import load_config
-    from facerec.train import TrainConfig
+    from facerec.model_benchmark import load_benchmark_config
+    from facerec.training.trainer import TrainConfig
     from pipelines.build_gallery import DEFAULT_CONFIG as GALLERY_CONFIG
     from pipelines.build_gallery import GalleryBuild
     from pipelines.crop import DEFAULT_CONFIG as CROP_CONFIG
@@ -65,7 +66,9 @@ def test_default_commands_are_accepted_by_their_configs(project):
     finetune = command(project, "finetune")
     train = load_config(TrainConfig, ROOT / finetune[finetune.index("--config") + 1], _overrides(finetune))
     assert train.device == "cpu" and train.run_name == "quick" and not train.data.crops
-    job = load_config(EvaluateJob, EVAL_CONFIG, _overrides(command(project, "evaluate", protocol="lfw-view1", flip="true")))
+    job = load_config(
+        EvaluateJob, EVAL_CONFIG, _overrides(command(project, "evaluate", protocol="lfw-view1", flip="true"))
+    )
     assert job.evaluate.protocol == "lfw-view1" and job.evaluate.flip and job.model == "runs/train/quick/model"
     gallery = load_config(GalleryBuild, GALLERY_CONFIG, _overrides(command(project, "build_gallery")))
     assert gallery.model.name == "clip-vit-b-32" and not gallery.data
@@ -93,7 +96,8 @@ def test_unknown_entry_point_or_bad_protocol_is_refused(project):
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
 def test_pipeline_modules_start_as_scripts(name):
-    out = subprocess.run([sys.executable, "-m", f"pipelines.{name}", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", f"pipelines.{name}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-500:]
     assert "usage:" in out.stdout

@@ -4,6 +4,7 @@ Random weights do not recognise people, so these tests check the machinery
 (detection, face policy, exact self-matches, thresholds, fingerprints, atomic
 enrollment), not accuracy; accuracy is the evaluation suite's job.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facerec.embedders import load_model
 from facerec.errors import ImageError, ModelError, ModelMismatchError, NoFaceError
-from facerec.recognizer import FaceRecognizer
+from facerec.gallery.recognizer import FaceRecognizer
+from facerec.models import load_model
 
 MODEL = {"model": "resnet18", "pretrained": "none", "input_size": 64}
 
@@ -26,7 +27,7 @@ def embedder():
 
 @pytest.fixture(scope="module")
 def detector():
-    from facerec.detect import DetectorConfig, FaceDetector
+    from facerec.faces.detect import DetectorConfig, FaceDetector
 
     return FaceDetector(DetectorConfig(image_size=64))
 
@@ -53,7 +54,7 @@ def test_enroll_identify_and_open_set(make, sample_dir):
         # an enrolled photo matches itself exactly: top-1 whatever the weights
         found = rec.identify(photo(sample_dir, "Ashanti", 1), top_k=5, threshold=0.5)
         assert found.identity == "Ashanti" and found.score == pytest.approx(1.0, abs=1e-4)
-        assert [c.identity for c in found.candidates][0] == "Ashanti" and len(found.candidates) == 2
+        assert next(c.identity for c in found.candidates) == "Ashanti" and len(found.candidates) == 2
         assert found.candidates[1].score <= found.candidates[0].score
         # open set: nobody reaches an impossible threshold
         stranger = rec.identify(photo(sample_dir, "Bob_Hope", 1), threshold=1.01)
@@ -95,7 +96,10 @@ def test_no_face_and_bad_images_change_nothing(make, sample_dir, tmp_path):
             rec.verify(blank, photo(sample_dir, "Bob_Hope", 1), threshold=0.5)
         after = rec.stats()
         assert (after["images"], after["identities"], after["generation"]) == (
-            before["images"], before["identities"], before["generation"])
+            before["images"],
+            before["identities"],
+            before["generation"],
+        )
 
 
 def test_face_policy_central_or_largest(make, sample_dir, tmp_path):
@@ -137,7 +141,7 @@ def test_gallery_model_is_the_default(make, sample_dir):
         assert rec.identify(photo(sample_dir, "Aaron_Peirsol", 1), threshold=0.9).identity == "Aaron"
         assert rec.embedder.fingerprint == rec.stats()["model_fingerprint"]
     with make(model=None, gallery=Path("/nonexistent/gallery")) as rec, pytest.raises(ModelError, match="pass --model"):
-        rec.embedder
+        _ = rec.embedder
 
 
 def test_enroll_folder_commits_each_identity_and_skips_errors(make, sample_dir, tmp_path):

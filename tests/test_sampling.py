@@ -1,4 +1,5 @@
 """Pair and P x K batch sampling: balance, identities, determinism, sharding; augmented datasets."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from facerec.data import ImageRecord
+from facerec.data.datasets import ImageRecord
+from facerec.data.sampling import LabelledDataset, PairBatchSampler, PairDataset, PKBatchSampler
+from facerec.data.transforms import apply, eval_transform, seed_transform, train_transform
 from facerec.errors import ConfigError, DataError
-from facerec.sampling import LabelledDataset, PairBatchSampler, PairDataset, PKBatchSampler
-from facerec.transforms import apply, eval_transform, seed_transform, train_transform
 
 
 def make_records(counts: dict[str, int], root: Path = Path("/nowhere")) -> list[ImageRecord]:
-    return [ImageRecord(root / name / f"{name}_{i:04d}.jpg", name) for name, n in counts.items() for i in range(1, n + 1)]
+    return [
+        ImageRecord(root / name / f"{name}_{i:04d}.jpg", name) for name, n in counts.items() for i in range(1, n + 1)
+    ]
 
 
 COUNTS = {**{f"multi{i}": 2 + i % 4 for i in range(12)}, **{f"single{i}": 1 for i in range(20)}}
@@ -82,12 +85,12 @@ def test_pk_batches_hold_p_identities_with_k_images_each():
         assert len(batch) == 24
         labels = [label for _, label in batch]
         assert len(set(labels)) == 6 and all(labels.count(label) == 4 for label in set(labels))
-        names = {label: {identity(records, i) for i, l in batch if l == label} for label in set(labels)}
+        names = {label: {identity(records, i) for i, lab in batch if lab == label} for label in set(labels)}
         assert all(len(n) == 1 for n in names.values())  # a label is one identity
         singles = [n for n in names.values() if next(iter(n)).startswith("single")]
         assert len(singles) == 2  # round(6 * 0.34)
         for label in set(labels):
-            images = [i for i, l in batch if l == label]
+            images = [i for i, lab in batch if lab == label]
             available = COUNTS[identity(records, images[0])]
             assert len(set(images)) == min(4, available)  # distinct photos first, then repeats
 
@@ -116,7 +119,7 @@ def test_a_photo_paired_with_itself_gets_two_different_augmentations(photo_recor
     seed_transform(dataset.transform, 0)
     a, b, same = dataset[(2, 2, True)]
     assert a.shape == b.shape == (3, 32, 32) and a.dtype == torch.float32
-    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert a.min() >= 0.0 and a.max() <= 1.0
     assert same == 1.0 and not torch.equal(a, b)
 
 
@@ -129,7 +132,7 @@ def test_augmentation_is_reproducible_from_its_seed(photo_records):
 
 
 def test_eval_transform_matches_the_embedder_preprocessing(photo_records):
-    from facerec.images import load_image
+    from facerec.data.images import load_image
 
     image = load_image(photo_records[0].path)
     x = apply(eval_transform(24), image)

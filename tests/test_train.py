@@ -1,5 +1,6 @@
 """Fine-tuning on the embedded sample: loss goes down, model directory, MLflow run, checkpoints, resume,
 strategies (freezing, last-N, LoRA) and their errors. Tiny models (random init, 32-64 px), few steps."""
+
 from __future__ import annotations
 
 import copy
@@ -12,24 +13,46 @@ import pytest
 import torch
 
 from facerec.config import load_config, to_dict
-from facerec.data import generate_pairs
-from facerec.embedders import create_embedder, load_model_dir
-from facerec.embedders.base import make_head
-from facerec.embedding import embed_paths
+from facerec.data.datasets import generate_pairs
 from facerec.errors import ConfigError
-from facerec.evaluate import pair_scores
-from facerec.lora import LoRA, merge_lora
-from facerec.metrics import best_threshold
-from facerec.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
-from facerec.train import CHECKPOINT_FILE, Trainer, TrainConfig, _rng_state, _set_rng_state, load_records, train
+from facerec.evaluation.metrics import best_threshold
+from facerec.evaluation.protocols import pair_scores
+from facerec.models import create_embedder, load_model_dir
+from facerec.models.base import make_head
+from facerec.models.inference import embed_paths
+from facerec.models.lora import LoRA, merge_lora
+from facerec.training.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
+from facerec.training.trainer import (
+    CHECKPOINT_FILE,
+    TrainConfig,
+    Trainer,
+    _rng_state,
+    _set_rng_state,
+    load_records,
+    train,
+)
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "train").glob("*.yaml"))
 TINY = [
-    "model.name=resnet18", "model.pretrained=none", "model.input_size=32",
-    "data.kind=sample", "data.val_fraction=0.2", "data.val_pairs=40", "data.augment=light",
-    "data.augmented_fraction=0.25", "loss.kind=contrastive", "optim.lr=0.001", "optim.head_lr=0.001",
-    "epochs=2", "batch_size=4", "steps_per_epoch=2", "num_workers=0", "device=cpu", "amp=false",
-    "val_batch_size=40", "run_name=tiny",
+    "model.name=resnet18",
+    "model.pretrained=none",
+    "model.input_size=32",
+    "data.kind=sample",
+    "data.val_fraction=0.2",
+    "data.val_pairs=40",
+    "data.augment=light",
+    "data.augmented_fraction=0.25",
+    "loss.kind=contrastive",
+    "optim.lr=0.001",
+    "optim.head_lr=0.001",
+    "epochs=2",
+    "batch_size=4",
+    "steps_per_epoch=2",
+    "num_workers=0",
+    "device=cpu",
+    "amp=false",
+    "val_batch_size=40",
+    "run_name=tiny",
 ]
 
 
@@ -64,8 +87,17 @@ def test_shipped_configs_load(path):
 
 
 def test_training_steps_lower_the_loss_on_the_sample(tmp_path):
-    config = tiny(tmp_path, "data.augment=none", "data.augmented_fraction=0", "optim.warmup=0",
-                  "optim.lr=0.003", "optim.head_lr=0.003", "epochs=20", "steps_per_epoch=1", "batch_size=8")
+    config = tiny(
+        tmp_path,
+        "data.augment=none",
+        "data.augmented_fraction=0",
+        "optim.warmup=0",
+        "optim.lr=0.003",
+        "optim.head_lr=0.003",
+        "epochs=20",
+        "steps_per_epoch=1",
+        "batch_size=8",
+    )
     trainer = Trainer(config)
     a, b, same = next(iter(trainer._loader(1)))  # one fixed batch of sample pairs
 
@@ -93,8 +125,9 @@ def test_a_run_writes_a_loadable_model_directory_with_a_calibrated_threshold(tra
     _, val, _ = load_records(config.data, config.seed)
     pairs = generate_pairs(val, config.data.val_pairs, seed=config.seed, n_folds=10)
     paths = sorted({p for pair in pairs for p in (pair.path1, pair.path2)})
-    scores = pair_scores(embed_paths(model, paths, progress=False, num_workers=0),
-                         {p: i for i, p in enumerate(paths)}, pairs)
+    scores = pair_scores(
+        embed_paths(model, paths, progress=False, num_workers=0), {p: i for i, p in enumerate(paths)}, pairs
+    )
     assert best_threshold(scores, [p.same for p in pairs]) == pytest.approx(result.threshold, abs=1e-5)
     assert not {r.identity for r in val} & {r.identity for r in load_records(config.data, config.seed)[0]}
     assert [row["epoch"] for row in result.history] == [0, 1, 2]
@@ -112,7 +145,10 @@ def test_a_run_is_logged_to_mlflow(trained):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "plots", "history.json"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {"model/weights.pt", "model/model.json"}
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {"plots/train_loss.png", "plots/validation.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
+        "plots/train_loss.png",
+        "plots/validation.png",
+    }
 
 
 def test_checkpoint_round_trip(trained):
@@ -147,8 +183,10 @@ def test_resume_after_a_crash_reaches_the_same_weights(trained, tmp_path, mlflow
     assert torch.load(tmp_path / "b" / "tiny" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
 
     resumed = train(tiny(tmp_path / "b", "resume=true"))
-    final = [torch.load(p / CHECKPOINT_FILE, weights_only=True)["model"]
-             for p in (straight.model_dir.parent, tmp_path / "b" / "tiny")]
+    final = [
+        torch.load(p / CHECKPOINT_FILE, weights_only=True)["model"]
+        for p in (straight.model_dir.parent, tmp_path / "b" / "tiny")
+    ]
     assert final[0].keys() == final[1].keys()
     assert all(torch.allclose(final[0][k].float(), final[1][k].float(), atol=1e-6) for k in final[0])
     assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
@@ -158,7 +196,7 @@ def test_resume_after_a_crash_reaches_the_same_weights(trained, tmp_path, mlflow
 
 
 def test_resume_and_restart_are_refused_where_they_would_mix_runs(trained):
-    config, result, _, _ = trained
+    _config, result, _, _ = trained
     output = str(result.model_dir.parent.parent)
     with pytest.raises(ConfigError, match="already holds a checkpoint"):
         Trainer(load_config(TrainConfig, None, [*TINY, f"output={output}"]))
@@ -181,8 +219,11 @@ def test_lora_trains_only_adapters_and_merges_into_the_plain_architecture(clip):
     width = 768
     per_block = 4 * (width + 3 * width) + 4 * (width + width)  # A and B of in_proj (3D x D) and out_proj (D x D)
     assert parameter_counts(model)["trainable"] == 12 * per_block
-    assert all(isinstance(m, LoRA) == any(p.requires_grad for p in m.parameters(recurse=False))
-               for m in model.modules() if list(m.parameters(recurse=False)))
+    assert all(
+        isinstance(m, LoRA) == any(p.requires_grad for p in m.parameters(recurse=False))
+        for m in model.modules()
+        if list(m.parameters(recurse=False))
+    )
 
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():

@@ -1,0 +1,207 @@
+"""Training batches from identity folders: balanced pairs, or P identities x K images.
+
+Both samplers are seeded and keyed on ``(seed, epoch)``: every rank draws the
+same global stream and keeps its own share (what ``DistributedSampler`` does
+for map-style data), so a run is reproducible, resumable at an epoch boundary,
+and shards cleanly under DistributedDataParallel.
+
+Identities with a single image are "topped up" by augmentation: a positive
+pair for them is the same photo twice, and the dataset draws two independent
+augmentations of it (so the training transform must not be ``none``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset, Sampler, get_worker_info
+
+from facerec.data.datasets import ImageRecord
+from facerec.data.images import load_image
+from facerec.data.transforms import apply, seed_transform
+from facerec.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+PairKey = tuple[int, int, bool]  # (image index a, image index b, same identity)
+LabelledKey = tuple[int, int]  # (image index, identity label)
+
+
+class IdentityIndex:
+    """Record indices grouped by identity, split into single-image and multi-image identities."""
+
+    def __init__(self, records: Sequence[ImageRecord]) -> None:
+        by_name: dict[str, list[int]] = defaultdict(list)
+        for i, record in enumerate(records):
+            by_name[record.identity].append(i)
+        self.names = sorted(by_name)
+        self.groups = [by_name[name] for name in self.names]
+        self.multi = [i for i, g in enumerate(self.groups) if len(g) >= 2]
+        self.single = [i for i, g in enumerate(self.groups) if len(g) == 1]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+class _EpochSampler(Sampler):
+    """Common part: ``steps`` batches per epoch, one seeded stream per epoch, a rank's share of it."""
+
+    def __init__(self, steps: int, seed: int, rank: int, world_size: int) -> None:
+        if steps < 1:
+            raise ConfigError(f"steps per epoch must be >= 1, got {steps}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.steps, self.seed, self.rank, self.world_size = steps, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list]:
+        rng = random.Random(f"{type(self).__name__}:{self.seed}:{self.epoch}")
+        for _ in range(self.steps):
+            batches = [self._batch(rng) for _ in range(self.world_size)]
+            yield batches[self.rank]
+
+    def _batch(self, rng: random.Random) -> list:
+        raise NotImplementedError
+
+
+class PairBatchSampler(_EpochSampler):
+    """Batches of ``batch_size`` pairs, exactly ``round(batch_size * positive_fraction)`` positive.
+
+    Of the positives, ``round(n_pos * augmented_fraction)`` are one photo twice (taken from
+    single-image identities when there are any); the rest are two different photos of an
+    identity with 2+ images. Negatives join two different identities. Identities, not images,
+    are drawn uniformly, so a few prolific identities do not dominate.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        batch_size: int,
+        steps: int,
+        positive_fraction: float = 0.5,
+        augmented_fraction: float = 0.25,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(steps, seed, rank, world_size)
+        if batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2 pairs, got {batch_size}")
+        for name, value in (("positive_fraction", positive_fraction), ("augmented_fraction", augmented_fraction)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+        self.index = IdentityIndex(records)
+        if len(self.index) < 2:
+            raise DataError("pair training needs at least 2 identities")
+        self.n_pos = round(batch_size * positive_fraction)
+        self.n_aug = round(self.n_pos * augmented_fraction)
+        if self.n_pos > self.n_aug and not self.index.multi:
+            raise DataError("no identity has 2+ images: set augmented_fraction=1 to train on augmented positives")
+        self.batch_size = batch_size
+
+    def _batch(self, rng: random.Random) -> list[PairKey]:
+        groups = self.index.groups
+        batch: list[PairKey] = []
+        for k in range(self.batch_size):
+            if k < self.n_aug:
+                photo = rng.choice(groups[rng.choice(self.index.single or range(len(groups)))])
+                batch.append((photo, photo, True))
+            elif k < self.n_pos:
+                a, b = rng.sample(groups[rng.choice(self.index.multi)], 2)
+                batch.append((a, b, True))
+            else:
+                first, second = rng.sample(range(len(groups)), 2)
+                batch.append((rng.choice(groups[first]), rng.choice(groups[second]), False))
+        rng.shuffle(batch)
+        return batch
+
+
+class PKBatchSampler(_EpochSampler):
+    """Batches of ``P`` distinct identities x ``K`` images for the in-batch losses.
+
+    ``round(P * augmented_fraction)`` of the identities come from single-image identities
+    (their K samples are augmentations of one photo); identities with fewer than K images
+    repeat photos, each repeat augmented anew.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        P: int,
+        K: int,
+        steps: int,
+        augmented_fraction: float = 0.25,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(steps, seed, rank, world_size)
+        if P < 2 or K < 2:
+            raise ConfigError(f"P x K batches need P >= 2 and K >= 2, got P={P}, K={K}")
+        if not 0.0 <= augmented_fraction <= 1.0:
+            raise ConfigError(f"augmented_fraction must be in [0, 1], got {augmented_fraction}")
+        self.index = IdentityIndex(records)
+        self.P, self.K = P, K
+        self.n_single = min(round(P * augmented_fraction), len(self.index.single))
+        if P - self.n_single > len(self.index.multi):
+            raise DataError(
+                f"P={P} needs {P - self.n_single} identities with 2+ images, the data has {len(self.index.multi)}"
+            )
+
+    def _batch(self, rng: random.Random) -> list[LabelledKey]:
+        chosen = rng.sample(self.index.single, self.n_single) + rng.sample(self.index.multi, self.P - self.n_single)
+        batch: list[LabelledKey] = []
+        for label in chosen:
+            photos = list(self.index.groups[label])
+            rng.shuffle(photos)
+            batch.extend((photos[k % len(photos)], label) for k in range(self.K))
+        return batch
+
+
+class _AugmentedImages(Dataset):
+    """Map-style access to images by key; every access draws a fresh augmentation."""
+
+    def __init__(self, records: Sequence[ImageRecord], transform) -> None:
+        self.paths = [r.path for r in records]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _image(self, index: int) -> torch.Tensor:
+        return apply(self.transform, load_image(self.paths[index]))
+
+
+class PairDataset(_AugmentedImages):
+    """Key ``(a, b, same)`` -> ``(image_a, image_b, same)``; a photo paired with itself is augmented twice."""
+
+    def __getitem__(self, key: PairKey) -> tuple[torch.Tensor, torch.Tensor, float]:
+        a, b, same = key
+        if a == b:
+            image = load_image(self.paths[a])
+            return apply(self.transform, image), apply(self.transform, image), float(same)
+        return self._image(a), self._image(b), float(same)
+
+
+class LabelledDataset(_AugmentedImages):
+    """Key ``(index, label)`` -> ``(image, label)``."""
+
+    def __getitem__(self, key: LabelledKey) -> tuple[torch.Tensor, int]:
+        index, label = key
+        return self._image(index), label
+
+
+def seed_worker(worker_id: int) -> None:
+    """``DataLoader(worker_init_fn=...)``: a distinct, reproducible augmentation stream per worker."""
+    info = get_worker_info()
+    seed_transform(info.dataset.transform, info.seed % 2**32)

@@ -1,0 +1,420 @@
+"""``FaceRecognizer``: the facade the CLI uses: enroll, verify, identify, remove (+ list/show/stats).
+
+It reads photos with ``load_image``, finds the face with MTCNN (policy ``central``
+or ``largest``; a photo without a face is an error), embeds the crop, and talks to
+a ``Gallery``. The model and the detector are built on first use, so listing or
+removing identities needs neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facerec.data.datasets import group_by_identity, read_identity_folder
+from facerec.data.images import load_image
+from facerec.errors import FacerecError, GalleryError, ModelError, NoFaceError
+from facerec.faces.detect import DetectorConfig, FaceDetector
+from facerec.gallery.gallery import (
+    DB_FILE,
+    EnrollOutcome,
+    Gallery,
+    ModelRecord,
+    NewImage,
+    check_name,
+    default_gallery_dir,
+)
+
+log = logging.getLogger(__name__)
+
+FACE_POLICIES = ("central", "largest")
+NO_THRESHOLD_HINT = "pass --threshold T or use a trained model directory (it stores a calibrated threshold)"
+
+
+@dataclass(frozen=True)
+class FaceReport:
+    """Which face of a photo was used: how many were found, the policy, its box and probability."""
+
+    image: str
+    faces_found: int | None  # None: detection was skipped (the image is a crop already)
+    policy: str
+    box: tuple[float, float, float, float] | None = None
+    prob: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    identity: str
+    score: float
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    same: bool
+    score: float
+    threshold: float
+    faces: tuple[FaceReport, FaceReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "same": self.same,
+            "score": self.score,
+            "threshold": self.threshold,
+            "faces": [f.to_dict() for f in self.faces],
+        }
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    """``identity`` is None when the best score is under the threshold (open set: a stranger)."""
+
+    identity: str | None
+    score: float
+    threshold: float
+    candidates: tuple[Candidate, ...]
+    face: FaceReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "score": self.score,
+            "threshold": self.threshold,
+            "candidates": [asdict(c) for c in self.candidates],
+            "face": self.face.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    """One identity's enrollment: images added (with their faces) and skipped (with a reason)."""
+
+    identity: str
+    created: bool
+    added: tuple[FaceReport, ...] = ()
+    skipped: tuple[dict[str, str], ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "created": self.created,
+            "added": [f.to_dict() for f in self.added],
+            "skipped": list(self.skipped),
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A photo turned into a gallery entry, or the error that stopped it."""
+
+    path: Path
+    image: NewImage | None = None
+    report: FaceReport | None = None
+    error: FacerecError | None = None
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FaceRecognizer:
+    """Enroll, verify, identify and remove faces.
+
+    ``model``: a registry name (with ``pretrained`` / ``input_size``), a trained model
+    directory, an MLflow URI, a built ``Embedder``, or None to use the model the
+    gallery was enrolled with. ``gallery``: a gallery directory (default: the per-user
+    one). ``face``: which face of a photo with several (``central`` or ``largest``).
+    ``detect=False`` treats inputs as face crops already. ``threshold`` overrides the
+    model's calibrated one.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        pretrained: str = "none",
+        input_size: int | None = None,
+        device: str = "cpu",
+        gallery: str | Path | None = None,
+        face: str = "central",
+        detect: bool = True,
+        detector: FaceDetector | DetectorConfig | None = None,
+        threshold: float | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if face not in FACE_POLICIES:
+            raise FacerecError(f"unknown face policy {face!r}; choose {' or '.join(FACE_POLICIES)}")
+        self.gallery_path = Path(gallery).expanduser() if gallery else default_gallery_dir()
+        self.face = face
+        self.detect = detect
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.device = device
+        self._model_args = {"pretrained": pretrained, "input_size": input_size}
+        self._model = model
+        self._embedder: Any = None if model is None or isinstance(model, str) else model
+        self._detector_arg = detector
+        self._detector: FaceDetector | None = None
+        self._gallery: Gallery | None = None
+
+    # ------------------------------------------------------------ parts
+    @property
+    def embedder(self):  # -> Embedder
+        if self._embedder is None:
+            from facerec.models import load_model
+
+            spec = self._model_spec()
+            options = {"input_size": spec["input_size"]} if spec.get("input_size") else {}
+            self._embedder = load_model(
+                spec["model"], pretrained=spec.get("pretrained") or "none", device=self.device, **options
+            )
+        return self._embedder
+
+    def _model_spec(self) -> dict[str, Any]:
+        """How the model is loaded, as recorded in a gallery (a path is made absolute)."""
+        if isinstance(self._model, str):
+            from facerec.models import is_model_dir
+
+            if is_model_dir(self._model):
+                return {"model": str(Path(self._model).resolve())}
+            if self._model.startswith(("models:/", "runs:/")):
+                return {"model": self._model}
+            return {"model": self._model, **self._model_args}
+        if self._model is None:
+            if not self._gallery_exists():
+                raise ModelError(f"no model given and no gallery at {self.gallery_path} to take it from: pass --model")
+            record = self._open_gallery().model()
+            if record is None:
+                raise ModelError(f"no model given, and gallery {self.gallery_path} records none yet: pass --model")
+            log.info("using the gallery's model: %s", record.describe())
+            return record.spec
+        spec = self._model.spec
+        return {"model": spec.name, "pretrained": spec.pretrained, "input_size": spec.input_size}
+
+    def model_record(self) -> ModelRecord:
+        embedder = self.embedder
+        spec = self._model_spec()
+        if "input_size" in spec:
+            spec = {**spec, "input_size": embedder.input_size}
+        return ModelRecord(embedder.fingerprint, embedder.embedding_dim, spec)
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            arg = self._detector_arg
+            if isinstance(arg, FaceDetector):
+                self._detector = arg
+            else:
+                config = arg or DetectorConfig(
+                    image_size=self.embedder.input_size, device=self.device, batch_size=self.batch_size
+                )
+                self._detector = FaceDetector(config)
+        return self._detector
+
+    def _gallery_exists(self) -> bool:
+        return (self.gallery_path / DB_FILE).is_file()
+
+    def _open_gallery(self, create: bool = False) -> Gallery:
+        if self._gallery is None:
+            self._gallery = Gallery(self.gallery_path, create=create)
+        return self._gallery
+
+    def close(self) -> None:
+        if self._gallery is not None:
+            self._gallery.close()
+            self._gallery = None
+
+    def __enter__(self) -> FaceRecognizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ photos -> vectors
+    def prepare(self, paths: Sequence[str | Path]) -> list[Prepared]:
+        """Read, detect, crop and embed photos; a photo that fails carries its error instead."""
+        paths = [Path(p) for p in paths]
+        done: dict[int, Prepared] = {}
+        loaded = []
+        for i, path in enumerate(paths):
+            try:
+                loaded.append((i, load_image(path)))
+            except FacerecError as exc:
+                done[i] = Prepared(path, error=exc)
+        crops = []  # (position, face crop, report)
+        if not self.detect:
+            crops = [(i, image, FaceReport(str(paths[i]), None, "none")) for i, image in loaded]
+        elif loaded:
+            for (i, image), detection in zip(loaded, self.detector.detect([im for _, im in loaded], self.face)):
+                face = detection.face
+                if face is None:
+                    done[i] = Prepared(paths[i], error=NoFaceError(f"no face found in {paths[i]}"))
+                    continue
+                box = tuple(round(v, 1) for v in face.box)
+                report = FaceReport(str(paths[i]), len(detection.faces), self.face, box, round(face.prob, 4))
+                crops.append((i, self.detector.crop(image, face), report))
+        if crops:
+            vectors = self.embedder.embed_images([crop for _, crop, _ in crops], batch_size=self.batch_size)
+            for (i, _, report), vector in zip(crops, vectors):
+                entry = NewImage(str(paths[i].resolve()), file_sha256(paths[i]), vector, report.to_dict())
+                done[i] = Prepared(paths[i], entry, report)
+        return [done[i] for i in range(len(paths))]
+
+    def embed(self, path: str | Path) -> tuple[np.ndarray, FaceReport]:
+        """One photo's embedding and face report; errors raise."""
+        prepared = self.prepare([path])[0]
+        if prepared.error is not None:
+            raise prepared.error
+        return prepared.image.embedding, prepared.report
+
+    def _threshold(self, threshold: float | None) -> float:
+        for value in (threshold, self.threshold, getattr(self.embedder, "threshold", None)):
+            if value is not None:
+                return float(value)
+        raise ModelError(f"model {self.embedder.name} has no calibrated threshold; {NO_THRESHOLD_HINT}")
+
+    # ------------------------------------------------------------ verification
+    def verify(self, image1: str | Path, image2: str | Path, threshold: float | None = None) -> VerifyResult:
+        """Whether two photos show the same person: cosine score against the threshold."""
+        threshold = self._threshold(threshold)
+        (v1, face1), (v2, face2) = self.embed(image1), self.embed(image2)
+        score = float(np.dot(v1, v2))
+        return VerifyResult(score >= threshold, score, threshold, (face1, face2))
+
+    # ------------------------------------------------------------ gallery
+    def _checked_gallery(self) -> Gallery:
+        """The existing gallery, after checking (before any embedding) that our model fits it."""
+        gallery = self._open_gallery()
+        gallery.check_model(self.embedder.fingerprint)
+        return gallery
+
+    def identify(self, image: str | Path, top_k: int = 5, threshold: float | None = None) -> IdentifyResult:
+        """Who the photo shows: the best identity if its score reaches the threshold, else None."""
+        if self._open_gallery().model() is None:  # say so before loading any model
+            raise GalleryError(f"gallery {self.gallery_path} is empty: enroll someone first")
+        gallery = self._checked_gallery()
+        threshold = self._threshold(threshold)
+        vector, face = self.embed(image)
+        matches = gallery.search(vector[None], max(1, top_k))[0]
+        candidates = tuple(Candidate(m.identity, m.score) for m in matches)
+        best = candidates[0]
+        identity = best.identity if best.score >= threshold else None
+        return IdentifyResult(identity, best.score, threshold, candidates, face)
+
+    def enroll(
+        self, name: str, images: Sequence[str | Path], progress: Callable[[int], None] | None = None
+    ) -> EnrollResult:
+        """Enroll photos of one person, all or nothing: any bad photo is an error and nothing is stored."""
+        name = check_name(name)
+        if not images:
+            raise FacerecError(f"no images given for {name!r}")
+        if self._gallery_exists():
+            self._checked_gallery()
+        prepared: list[Prepared] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = self.prepare(images[start : start + self.batch_size])
+            for item in chunk:
+                if item.error is not None:
+                    raise item.error
+            prepared.extend(chunk)
+            if progress:
+                progress(len(chunk))
+        return self._commit([(name, prepared)])[0]
+
+    def enroll_folder(
+        self,
+        root: str | Path,
+        skip_errors: bool = False,
+        progress: Callable[[int], None] | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[EnrollResult], list[dict[str, str]]]:
+        """Enroll ``root/<identity>/*`` (one subfolder per identity); each identity is one transaction.
+
+        Photos are embedded in batches across identities; identities are committed as soon as all
+        their photos are done. A bad photo stops the run (identities committed before it stay),
+        unless ``skip_errors``: then it is skipped and reported. ``progress(n)`` is called per batch.
+        Returns the per-identity results and the skipped photos.
+        """
+        groups = group_by_identity(read_identity_folder(root))
+        names = sorted(groups)[:limit]
+        if not names:
+            raise FacerecError(f"{root} holds no identity folders with images")
+        if self._gallery_exists():
+            self._checked_gallery()
+        queue = [(check_name(n), r.path) for n in names for r in groups[n]]
+        remaining = {n: len(groups[n]) for n in names}
+        pending: dict[str, list[Prepared]] = {n: [] for n in names}
+        results: list[EnrollResult] = []
+        failed: list[dict[str, str]] = []
+        step = max(self.batch_size * 4, 1)
+        for start in range(0, len(queue), step):
+            chunk = queue[start : start + step]
+            ready: list[tuple[str, list[Prepared]]] = []  # identities whose photos are all done
+            for (name, _), item in zip(chunk, self.prepare([p for _, p in chunk])):
+                if item.error is not None and not skip_errors:  # keep the identities finished so far, then stop
+                    results.extend(self._commit(ready) if ready else [])
+                    if self._gallery is not None:
+                        self._gallery.flush_index()
+                    raise type(item.error)(
+                        f"{item.error} (stopped; {len(results)} identities enrolled before it; "
+                        "--skip-errors skips bad photos)"
+                    )
+                if item.error is not None:
+                    failed.append({"image": str(item.path), "identity": name, "error": str(item.error)})
+                else:
+                    pending[name].append(item)
+                remaining[name] -= 1
+                if remaining[name] == 0 and pending[name]:
+                    ready.append((name, pending.pop(name)))
+            if ready:
+                results.extend(self._commit(ready, defer_index=True))
+            if progress:
+                progress(len(chunk))
+        if self._gallery is not None:
+            self._gallery.flush_index()
+        return results, failed
+
+    def _commit(self, batches: list[tuple[str, list[Prepared]]], defer_index: bool = False) -> list[EnrollResult]:
+        outcomes: list[EnrollOutcome] = self._open_gallery(create=True).enroll(
+            [(name, [item.image for item in items]) for name, items in batches], self.model_record(), defer_index
+        )
+        results = []
+        for (_, items), outcome in zip(batches, outcomes):
+            reasons = dict(outcome.skipped)
+            results.append(
+                EnrollResult(
+                    outcome.identity,
+                    outcome.created,
+                    tuple(item.report for i, item in enumerate(items) if i not in reasons),
+                    tuple({"image": str(items[i].path), "reason": reason} for i, reason in outcome.skipped),
+                )
+            )
+        return results
+
+    def remove(self, name: str) -> int:
+        """Erase an identity (rows, embeddings, index vectors); returns the number of images removed."""
+        return self._open_gallery().remove(name)
+
+    def identities(self) -> list[dict[str, Any]]:
+        return self._open_gallery().identities()
+
+    def show(self, name: str) -> dict[str, Any]:
+        return self._open_gallery().show(name)
+
+    def stats(self) -> dict[str, Any]:
+        return self._open_gallery().stats()
+
+    def rebuild_index(self, kind: str | None = None, **params: Any) -> dict[str, Any]:
+        return self._open_gallery().rebuild_index(kind, **params)

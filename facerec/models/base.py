@@ -1,0 +1,341 @@
+"""The embedder protocol, its registry, and the trained-model directory format.
+
+An embedder is an ``nn.Module`` (backbone + optional projection head) that maps
+a batch of face crops to L2-normalised float32 vectors. Backbones register a
+builder under a name (``@register_embedder("resnet18")``); ``create_embedder``
+builds one by name and ``load_model`` resolves any ``--model SPEC``: a registry
+name, a trained model directory or an MLflow ``models:/`` / ``runs:/`` URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from facerec.errors import ModelError
+from facerec.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+NO_WEIGHTS = "none"
+WEIGHTS_FILE = "weights.pt"
+MODEL_FILE = "model.json"
+CONFIG_FILE = "config.yaml"
+#: Head kinds: ``identity`` keeps the backbone output, ``linear`` projects it (trainable).
+HEADS = ("identity", "linear")
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Everything needed to rebuild an embedder's architecture (weights aside)."""
+
+    name: str
+    input_size: int
+    embedding_dim: int
+    pretrained: str = NO_WEIGHTS
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Embedder(nn.Module):
+    """Backbone + head -> unit vectors. ``forward`` is for training, ``embed`` for inference."""
+
+    def __init__(
+        self,
+        spec: EmbedderSpec,
+        backbone: nn.Module,
+        head: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.backbone = backbone
+        self.head = head
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.threshold: float | None = None  # calibrated verification threshold, if any
+        self._fingerprint: str | None = None
+
+    # ---- identity
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.spec.embedding_dim
+
+    @property
+    def fingerprint(self) -> str:
+        """``name/size/dim/weights-hash``: changes whenever the outputs would change."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for key, tensor in sorted(self.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = f"{self.name}/{self.input_size}px/{self.embedding_dim}d/{digest.hexdigest()[:16]}"
+        return self._fingerprint
+
+    def invalidate_fingerprint(self) -> None:
+        """Call after changing weights (training, loading)."""
+        self._fingerprint = None
+
+    # ---- structure (partial fine-tuning)
+    def blocks(self) -> list[nn.Module]:
+        """Backbone blocks in order, input -> output (train "the last N blocks").
+
+        Blocks are disjoint and together hold every backbone parameter; the head
+        (``self.head``) is not among them. Default: the backbone's children that
+        hold parameters; backbone families override it.
+        """
+        return [m for m in self.backbone.children() if any(True for _ in m.parameters())]
+
+    # ---- computation
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL RGB crop -> float tensor (3, S, S) in [0, 1]; normalisation happens in ``forward``."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        if image.size != (self.input_size, self.input_size):
+            image = image.resize((self.input_size, self.input_size), Image.Resampling.BICUBIC)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of a normalised batch."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch (N, 3, S, S) in [0, 1] -> unit vectors (N, D), differentiable."""
+        x = (x - self.mean) / self.std
+        # eps = smallest normal float: scale-free, e.g. random-init EfficientNet features are ~1e-13 in eval mode
+        return F.normalize(self.head(self.features(x)).float(), dim=-1, eps=torch.finfo(torch.float32).tiny)
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        """Inference: batch in [0, 1] -> float32 array (N, D), L2-normalised."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        with torch.inference_mode():
+            out = self(batch.to(device)).float().cpu().numpy()
+        self.train(was_training)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def embed_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Convenience: PIL crops -> (N, D) float32."""
+        chunks = [
+            self.embed(torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]))
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim), np.float32)
+
+
+# ------------------------------------------------------------ building blocks
+def module_group(**parts: nn.Module | nn.Parameter) -> nn.Module:
+    """One module presenting existing submodules/parameters as a block.
+
+    Made on demand (by ``blocks()``) and never attached to the embedder, so no
+    parameter is registered twice in its state dict.
+    """
+    group = nn.Module()
+    for name, part in parts.items():
+        setattr(group, name, part)
+    return group
+
+
+def make_head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    """``identity`` (needs ``out_dim == in_dim``) or a bias-free ``linear`` projection.
+
+    No bias and no BatchNorm: outputs are L2-normalised, so a random bias-free
+    projection keeps cosine geometry (Johnson-Lindenstrauss) before training,
+    and the head behaves the same in train and eval mode and at batch size 1.
+    """
+    if kind == "identity":
+        if out_dim != in_dim:
+            raise ModelError(f"head=identity keeps the backbone's {in_dim}-d output; use head=linear for {out_dim}-d")
+        return nn.Identity()
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim, bias=False)
+    raise ModelError(f"unknown head {kind!r}; expected one of {', '.join(HEADS)}")
+
+
+def error_reason(exc: BaseException) -> str:
+    """A one-line reason for ``exc`` (its first line, plus the next one when the first ends in ':')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Reproducible random init: ``torch.manual_seed(seed)`` in a forked RNG (global state untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+# --------------------------------------------------------------------- registry
+Builder = Callable[..., Embedder]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_embedder(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: ``@register_embedder("resnet18") def build(spec: EmbedderSpec) -> Embedder``."""
+
+    def wrap(builder: Builder) -> Builder:
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def available_embedders() -> list[str]:
+    _import_backbones()
+    return sorted(_REGISTRY)
+
+
+def create_embedder(
+    name: str,
+    pretrained: str | None = NO_WEIGHTS,
+    input_size: int | None = None,
+    embedding_dim: int | None = None,
+    **options: Any,
+) -> Embedder:
+    """Build a registered embedder. ``pretrained``: a weights tag, a local file, or ``none``.
+
+    ``none`` means random initialisation; it is always logged, never a fallback.
+    """
+    builder = _builder(name)  # an unknown name fails before the warning below
+    pretrained = (pretrained or NO_WEIGHTS).strip()
+    if pretrained.lower() == NO_WEIGHTS:
+        pretrained = NO_WEIGHTS
+        log.warning("%s: no pretrained weights requested (pretrained=none): random initialisation", name)
+    return builder(pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
+
+
+def _builder(name: str) -> Builder:
+    """The registered builder of ``name``; ModelError when there is none."""
+    _import_backbones()
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def _import_backbones() -> None:
+    # Importing the modules registers their builders.
+    from facerec.models import clip, torchvision_models  # noqa: F401
+
+
+# ------------------------------------------------------------- model directory
+def save_model_dir(
+    embedder: Embedder,
+    path: str | Path,
+    *,
+    threshold: float | None = None,
+    config: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write a trained model directory: ``weights.pt``, ``model.json`` and ``config.yaml``."""
+    import yaml
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    embedder.invalidate_fingerprint()
+    state = {k: v.detach().cpu() for k, v in embedder.state_dict().items()}
+    with atomic_path(path / WEIGHTS_FILE) as tmp:
+        torch.save(state, tmp)
+    meta = {
+        "name": embedder.name,
+        "input_size": embedder.input_size,
+        "embedding_dim": embedder.embedding_dim,
+        "start_weights": embedder.spec.pretrained,
+        "options": embedder.spec.options,
+        "fingerprint": embedder.fingerprint,
+        "threshold": threshold,
+        **(info or {}),
+    }
+    (path / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    (path / CONFIG_FILE).write_text(yaml.safe_dump(config or {}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def is_model_dir(path: str | Path) -> bool:
+    return (Path(path) / MODEL_FILE).is_file()
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embedder:
+    """Rebuild an embedder from a model directory (weights read with ``weights_only=True``)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+        # Architecture only: the trained weights are loaded right below (no random-init warning).
+        embedder = _builder(meta["name"])(
+            pretrained=NO_WEIGHTS,
+            input_size=meta["input_size"],
+            embedding_dim=meta["embedding_dim"],
+            **meta.get("options", {}),
+        )
+        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        embedder.load_state_dict(state)
+    except ModelError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot load model directory {path}: {str(exc).splitlines()[0]}") from None
+    embedder.spec = EmbedderSpec(
+        meta["name"],
+        meta["input_size"],
+        meta["embedding_dim"],
+        meta.get("start_weights", NO_WEIGHTS),
+        meta.get("options", {}),
+    )
+    embedder.invalidate_fingerprint()
+    embedder.threshold = meta.get("threshold")
+    return embedder.to(device).eval()
+
+
+def _download_mlflow_model(uri: str) -> Path:
+    try:
+        import mlflow
+
+        from facerec.tracking.runs import configure_tracking
+
+        configure_tracking()
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as exc:  # mlflow raises many types for a bad URI
+        raise ModelError(f"cannot fetch {uri} from MLflow: {str(exc).splitlines()[0]}") from None
+    found = [local] if is_model_dir(local) else [p.parent for p in sorted(local.rglob(MODEL_FILE))]
+    if not found:
+        raise ModelError(f"{uri} holds no facerec model directory ({MODEL_FILE} not found)")
+    return found[0]
+
+
+def load_model(
+    spec: str,
+    pretrained: str | None = NO_WEIGHTS,
+    device: str | torch.device = "cpu",
+    **options: Any,
+) -> Embedder:
+    """Resolve ``--model SPEC``: a model directory, an MLflow URI, or a registry name."""
+    if spec.startswith(("models:/", "runs:/")):
+        return load_model_dir(_download_mlflow_model(spec), device)
+    if is_model_dir(spec):
+        return load_model_dir(spec, device)
+    if Path(spec).exists() or "/" in spec:
+        raise ModelError(f"{spec} is not a facerec model directory ({MODEL_FILE} missing)")
+    return create_embedder(spec, pretrained=pretrained, **options).to(device).eval()
