@@ -26,8 +26,6 @@ from facerec.errors import FacerecError
 from facerec.faces.crop import CropConfig, list_inputs, read_manifest, run_crop
 from facerec.faces.detect import POLICIES, DetectorConfig
 
-log = logging.getLogger(__name__)
-
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = DetectorConfig()

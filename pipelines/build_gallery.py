@@ -10,7 +10,6 @@ gallery's stats, and logs them to MLflow (experiment ``facerec-gallery``).
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -19,8 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipelines._job import run_job
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gallery.yaml"
 EXPERIMENT = "facerec-gallery"

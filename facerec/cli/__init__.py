@@ -7,12 +7,14 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from facerec import __version__
 from facerec.cli.commands import COMMANDS
 
-log = logging.getLogger(__name__)
+#: Set (to anything but empty or 0) to print the whole traceback chain, causes included, under each error line.
+DEBUG_ENV = "FACEREC_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +52,23 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def report(command: str, message: str) -> None:
+    """The one error line; under FACEREC_DEBUG the traceback chain of the exception being handled first."""
+    if debugging():
+        traceback.print_exc(file=sys.stderr)
+    print(f"facerec {command}: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a subcommand; user errors print one line and return non-zero, never a traceback."""
+    """Run a subcommand; errors print one line and return non-zero (a traceback only under FACEREC_DEBUG).
+
+    Exit codes: 0 done, 2 a user error (FacerecError, or bad arguments from argparse),
+    1 an internal error (a bug), 130 interrupted (Ctrl-C).
+    """
     args = parse_args(build_parser(), argv)
     configure_logging(args.verbose, args.quiet)
     from facerec.errors import FacerecError
@@ -59,19 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except FacerecError as exc:
-        print(f"facerec {args.command}: error: {exc}", file=sys.stderr)
+        report(args.command, f"error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"facerec {args.command}: interrupted", file=sys.stderr)
+        report(args.command, "interrupted")
         return 130
-    except Exception as exc:  # last resort: still one line unless debugging
-        if os.environ.get("FACEREC_DEBUG"):
-            raise
+    except Exception as exc:  # a bug: still one line unless debugging
         reason = str(exc).splitlines()[0] if str(exc) else ""
-        print(
-            f"facerec {args.command}: internal error: {type(exc).__name__}: {reason} (FACEREC_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
+        hint = "" if debugging() else f" ({DEBUG_ENV}=1 for a traceback)"
+        report(args.command, f"internal error: {type(exc).__name__}: {reason}{hint}")
         return 1
 
 

@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from facerec.cli.commands import add_json_flag, emit
-from facerec.faces.detect import POLICIES, DetectorConfig
+from facerec.faces.config import FALLBACKS, POLICIES, DetectorConfig
 
 _DEFAULTS = DetectorConfig()
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fallback",
-        choices=("none", "center"),
+        choices=FALLBACKS,
         default="none",
         help="without a face: skip it (none) or write a centre crop (center) (default: %(default)s)",
     )

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 
 from facerec.cli.commands import add_json_flag, add_model_arguments, emit
-
-PROTOCOL_CHOICES = ("lfw-view1", "lfw-view2", "folder")
+from facerec.evaluation.config import PROTOCOLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--protocol", choices=PROTOCOL_CHOICES, default=None, help="evaluation protocol [folder]")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=None, help="evaluation protocol [folder]")
     parser.add_argument(
         "--data", default=None, help="LFW root or identity folder [$FACEREC_DATA; folder: embedded sample]"
     )
