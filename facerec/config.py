@@ -35,7 +35,12 @@ def check_config(config: Any, rules: Iterable[tuple[bool, str]]) -> None:
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML."""
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML.
+
+    An empty value (``device=``) sets nothing, so the file's value or the default stands:
+    that is how MLproject passes a parameter left unset. ``key=""`` or ``key=null`` set
+    an empty string or None explicitly.
+    """
     import yaml  # here, not at the top: the CLI imports this module while it builds --help
 
     tree: dict[str, Any] = {}
@@ -43,8 +48,10 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
+        if not raw.strip():
+            continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         node = tree

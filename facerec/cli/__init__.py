@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from facerec import __version__
 from facerec.cli.commands import COMMANDS
@@ -56,36 +56,42 @@ def debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
-def report(command: str, message: str) -> None:
+def report(prog: str, message: str) -> None:
     """The one error line; under FACEREC_DEBUG the traceback chain of the exception being handled first."""
     if debugging():
         traceback.print_exc(file=sys.stderr)
-    print(f"facerec {command}: {message}", file=sys.stderr)
+    print(f"{prog}: {message}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a subcommand; errors print one line and return non-zero (a traceback only under FACEREC_DEBUG).
+def run_reporting(prog: str, job: Callable[[], int | None]) -> int:
+    """Run ``job()`` and turn what it raises into one line on stderr and an exit code.
 
-    Exit codes: 0 done, 2 a user error (FacerecError, or bad arguments from argparse),
-    1 an internal error (a bug), 130 interrupted (Ctrl-C).
+    Exit codes: 0 done, 2 a user error (a FacerecError; argparse also exits 2 on bad
+    arguments), 1 an internal error (a bug), 130 interrupted (Ctrl-C). With FACEREC_DEBUG
+    the whole traceback chain, causes included, comes before the line.
     """
-    args = parse_args(build_parser(), argv)
-    configure_logging(args.verbose, args.quiet)
     from facerec.errors import FacerecError
 
     try:
-        return int(args._module.run(args) or 0)
+        return int(job() or 0)
     except FacerecError as exc:
-        report(args.command, f"error: {exc}")
+        report(prog, f"error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        report(args.command, "interrupted")
+        report(prog, "interrupted")
         return 130
     except Exception as exc:  # a bug: still one line unless debugging
         reason = str(exc).splitlines()[0] if str(exc) else ""
         hint = "" if debugging() else f" ({DEBUG_ENV}=1 for a traceback)"
-        report(args.command, f"internal error: {type(exc).__name__}: {reason}{hint}")
+        report(prog, f"internal error: {type(exc).__name__}: {reason}{hint}")
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; errors print one line and return non-zero (see ``run_reporting``)."""
+    args = parse_args(build_parser(), argv)
+    configure_logging(args.verbose, args.quiet)
+    return run_reporting(f"facerec {args.command}", lambda: args._module.run(args))
 
 
 if __name__ == "__main__":
