@@ -11,6 +11,7 @@ broken rule; ``from_dict`` likewise reports every unknown key and ill-typed valu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -122,12 +123,17 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
                 kwargs[name] = _coerce(hints[name], value, f"{where}{name}")
             except ConfigError as exc:
                 problems.extend(exc.problems)
-    if problems:
+    prefix = f"{where.rstrip('.')}: " if where else ""
+    if problems:  # still check the dataclass's own rules on the readable values (defaults for the rest)
+        with contextlib.suppress(TypeError, ValueError):
+            try:
+                cls(**kwargs)
+            except ConfigError as exc:
+                problems.extend(prefix + p for p in exc.problems)
         raise ConfigError(*problems)
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        prefix = f"{where.rstrip('.')}: " if where else ""
         raise ConfigError(*(prefix + p for p in exc.problems)) from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {where.rstrip('.') or cls.__name__}: {exc}") from exc

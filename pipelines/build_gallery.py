@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facerec.faces.config import FaceChoice
+from facerec.config import check_config
+from facerec.faces.config import FACE_CHOICES, FaceChoice
 from facerec.gallery.config import IndexConfig
 from pipelines._job import run_job
 
@@ -48,6 +49,16 @@ class GalleryBuild:
     track: bool = True
     model: ModelChoice = field(default_factory=ModelChoice)
     index: IndexConfig = field(default_factory=IndexConfig)
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            [
+                (self.face in FACE_CHOICES, f"face must be one of {', '.join(FACE_CHOICES)}, got {self.face!r}"),
+                (self.limit is None or self.limit >= 1, f"limit must be >= 1 or null, got {self.limit}"),
+                (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            ],
+        )
 
 
 def build_gallery(job: GalleryBuild) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facerec.cli import run_reporting
+from facerec.config import check_config
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class MainJob:
     train_config: str = str(ROOT / "configs" / "train" / "quick.yaml")
     device: str = "cpu"
     experiment: str = "facerec-main"
+
+    def __post_init__(self) -> None:
+        check_config(self, [(0 < self.holdout < 1, f"holdout must lie in (0, 1), got {self.holdout}")])
 
 
 def run(job: MainJob) -> dict[str, str]:

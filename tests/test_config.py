@@ -87,10 +87,11 @@ def test_a_config_s_rules_are_all_checked_and_nested_ones_name_their_key():
         "n_folds must be >= 2, got 1",
     )
     with pytest.raises(ConfigError) as caught:
-        load_config(CropConfig, None, ["detector.margin=9", "detector.batch_size=0"])
+        load_config(CropConfig, None, ["detector.margin=9", "detector.batch_size=0", "jpeg_quality=0"])
     assert caught.value.problems == (
         "detector: margin must be in [0, 3], got 9.0",
         "detector: batch_size must be >= 1, got 0",
+        "jpeg_quality must be in [1, 100], got 0",  # the outer rules too, though the nested config failed
     )
 
 
