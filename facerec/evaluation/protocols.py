@@ -232,7 +232,8 @@ def prepare_images(eval_set: EvalSet, config: EvalConfig, progress: bool = True)
     """Crop the set's raw photos (cached, centre fallback) and point the set at the crops."""
     if not config.crop:
         return eval_set
-    from facerec.faces.crop import CropConfig, DetectorConfig, run_crop
+    from facerec.faces.config import CropConfig, DetectorConfig
+    from facerec.faces.crop import run_crop
 
     crops = default_crops_dir(config)
     paths = eval_set.unique_paths()
