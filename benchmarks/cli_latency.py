@@ -26,8 +26,6 @@ from collections.abc import Sequence
 
 from facerec.data.datasets import sample_root
 
-log = logging.getLogger(__name__)
-
 EXPERIMENT = "facerec-benchmarks"
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)")
 

@@ -23,10 +23,8 @@ from pathlib import Path
 from facerec.config import to_dict
 from facerec.data.datasets import lfw_images_dir, resolve_data_root
 from facerec.errors import FacerecError
+from facerec.faces.config import FALLBACKS, POLICIES, DetectorConfig
 from facerec.faces.crop import CropConfig, list_inputs, read_manifest, run_crop
-from facerec.faces.detect import POLICIES, DetectorConfig
-
-log = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,7 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", default=None, help="LFW root or photo folder [$FACEREC_DATA]")
     parser.add_argument("--out", type=Path, required=True, help="crop output folder (its cache is reused)")
     parser.add_argument("--limit", type=int, default=None, help="crop only the first N images (sorted)")
-    parser.add_argument("--fallback", choices=("none", "center"), default="none")
+    parser.add_argument("--fallback", choices=FALLBACKS, default="none")
     parser.add_argument("--size", type=int, default=defaults.image_size)
     parser.add_argument("--margin", type=float, default=defaults.margin)
     parser.add_argument("--policy", choices=POLICIES, default=defaults.policy)

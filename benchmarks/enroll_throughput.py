@@ -29,8 +29,6 @@ from pathlib import Path
 
 from facerec.data.datasets import lfw_images_dir, resolve_data_root
 
-log = logging.getLogger(__name__)
-
 EXPERIMENT = "facerec-benchmarks"
 
 

@@ -1,36 +1,58 @@
 """Typed, frozen dataclass configs loaded from YAML with ``key=value`` overrides.
 
-Each stage defines its own frozen dataclass next to the code that uses it; this
-module only knows how to fill any such dataclass from YAML and overrides.
+Each stage defines its own frozen dataclasses in a light ``<stage>/config.py`` (no
+numpy/torch, so the CLI can read their ``Literal`` choices while building ``--help``);
+this module only knows how to fill any such dataclass from YAML and overrides.
+
+The validation convention: a config's ``__post_init__`` calls ``check_config(self, [...])``
+with every rule as a ``(holds, message)`` pair, and gets one ``ConfigError`` naming every
+broken rule; ``from_dict`` likewise reports every unknown key and ill-typed value at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import logging
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from facerec.errors import ConfigError
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def check_config(config: Any, rules: Iterable[tuple[bool, str]]) -> None:
+    """Raise one ConfigError listing the message of every rule of ``config`` that does not hold.
+
+    Messages start with the field they are about (``margin must be in [0, 3], got 5``);
+    ``from_dict`` prefixes them with the key path of a nested config.
+    """
+    problems = [message for holds, message in rules if not holds]
+    if problems:
+        raise ConfigError(*problems)
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML."""
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML.
+
+    An empty value (``device=``) sets nothing, so the file's value or the default stands:
+    that is how MLproject passes a parameter left unset. ``key=""`` or ``key=null`` set
+    an empty string or None explicitly.
+    """
+    import yaml  # here, not at the top: the CLI imports this module while it builds --help
+
     tree: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
+        if not raw.strip():
+            continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         node = tree
@@ -57,13 +79,15 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing or malformed file is a ConfigError."""
+    import yaml
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}".splitlines()[0]) from None
+        raise ConfigError(f"cannot read config {path}: {exc}".splitlines()[0]) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -79,19 +103,40 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
-    """Recursively build a (frozen) dataclass, checking keys and simple types."""
+    """Recursively build a (frozen) dataclass, checking keys and simple types.
+
+    Every unknown key and ill-typed value is reported in one ConfigError; then the
+    dataclass's own rules (``__post_init__``) run, their messages prefixed with ``where``.
+    """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where.rstrip('.') or cls.__name__} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown config key {where + unknown[0]!r}; known keys: {', '.join(sorted(fields))}")
-    kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in data.items()}
+    problems = [
+        f"unknown config key {where + key!r}; known keys: {', '.join(sorted(fields))}"
+        for key in sorted(set(data) - set(fields))
+    ]
+    kwargs = {}
+    for name, value in data.items():
+        if name in fields:
+            try:
+                kwargs[name] = _coerce(hints[name], value, f"{where}{name}")
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    prefix = f"{where.rstrip('.')}: " if where else ""
+    if problems:  # still check the dataclass's own rules on the readable values (defaults for the rest)
+        with contextlib.suppress(TypeError, ValueError):
+            try:
+                cls(**kwargs)
+            except ConfigError as exc:
+                problems.extend(prefix + p for p in exc.problems)
+        raise ConfigError(*problems)
     try:
         return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(*(prefix + p for p in exc.problems)) from exc
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
+        raise ConfigError(f"invalid {where.rstrip('.') or cls.__name__}: {exc}") from exc
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -120,6 +165,8 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def save_config(config: Any, path: str | Path) -> None:
+    import yaml
+
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
 
 

@@ -10,7 +10,15 @@ class FacerecError(Exception):
 
 
 class ConfigError(FacerecError):
-    """A config file or override is malformed or names an unknown key."""
+    """A config file or override is malformed or names an unknown key.
+
+    It holds every problem found (``problems``), joined into its one-line message, so a
+    user fixes a config in one go rather than one error per run.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        self.problems: tuple[str, ...] = problems
+        super().__init__("; ".join(problems))
 
 
 class DataError(FacerecError):

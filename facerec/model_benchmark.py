@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facerec.config import from_dict, merge, to_dict
+from facerec.config import check_config, from_dict, merge, to_dict
 from facerec.errors import ConfigError
 from facerec.evaluation.protocols import EvalConfig, EvalResult, EvalSet
 
@@ -86,14 +86,16 @@ class BenchmarkConfig:
     register: RegistryConfig = field(default_factory=RegistryConfig)
 
     def __post_init__(self) -> None:
-        if not self.models:
-            raise ValueError("a benchmark needs at least one model")
         names = [m.name for m in self.models]
-        if len(set(names)) != len(names):
-            raise ValueError(f"a model is listed twice: {names}")
         unknown = sorted(set(self.only) - set(names))
-        if unknown:
-            raise ValueError(f"only= names {unknown[0]!r}, which is not among the models {names}")
+        check_config(
+            self,
+            [
+                (bool(self.models), "models must list at least one model"),
+                (len(set(names)) == len(names), f"models lists a model twice: {names}"),
+                (not unknown, f"only names {', '.join(map(repr, unknown))}, not among the models {names}"),
+            ],
+        )
 
     @property
     def out(self) -> Path:
@@ -215,7 +217,7 @@ def check(config: BenchmarkConfig) -> None:
         try:
             from_dict(TrainConfig, model_train_config(config, entry))
         except ConfigError as exc:
-            raise ConfigError(f"benchmark {config.name}, model {entry.name}: train.{exc}") from None
+            raise ConfigError(f"benchmark {config.name}, model {entry.name}: train.{exc}") from exc
     if config.evaluate.protocol == "folder" and config.evaluate.holdout <= 0:
         raise ConfigError(
             "the folder protocol evaluates on the training folder's identities: set evaluate.holdout > 0 "

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from facerec.errors import FacerecError
+from facerec.cli import run_reporting
 
 J = TypeVar("J")
 
@@ -24,20 +23,13 @@ def run_job(
 ) -> int:
     """Parse ``argv``, build the job with ``load(config, overrides)``, print ``run(job)``.
 
-    Overrides with an empty value (``device=``, as MLproject passes its defaults)
-    are dropped, so the config file's value stands. A FacerecError prints one
-    line and returns its exit code.
+    An override with an empty value (``device=``, as MLproject passes its defaults)
+    sets nothing (``facerec.config.parse_overrides``), so the config file's value
+    stands. A FacerecError prints one line and returns its exit code (``facerec.cli.run_reporting``, as the CLI).
     """
     parser = argparse.ArgumentParser(prog=prog, description=description.strip().splitlines()[0])
     parser.add_argument("--config", default=str(default_config), help="YAML config (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = [o for o in args.overrides if o.partition("=")[2].strip()]
-    try:
-        output = run(load(args.config, overrides))
-    except FacerecError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(output)
-    return 0
+    return run_reporting(prog, lambda: print(run(load(args.config, args.overrides))))

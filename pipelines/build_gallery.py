@@ -10,17 +10,17 @@ gallery's stats, and logs them to MLflow (experiment ``facerec-gallery``).
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from facerec.config import check_config
+from facerec.faces.config import FACE_CHOICES, FaceChoice
+from facerec.gallery.config import IndexConfig
 from pipelines._job import run_job
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gallery.yaml"
 EXPERIMENT = "facerec-gallery"
@@ -35,26 +35,30 @@ class ModelChoice:
 
 
 @dataclass(frozen=True)
-class IndexChoice:
-    kind: Literal["flat", "hnsw", "ivf"] = "flat"
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class GalleryBuild:
     """What to enroll (``data`` None: the embedded sample), into which gallery, with which model and index."""
 
     data: str | None = None
     gallery: str | None = None
     limit: int | None = None
-    face: Literal["central", "largest"] = "central"
+    face: FaceChoice = "central"
     detect: bool = True
     skip_errors: bool = True
     batch_size: int = 32
     progress: bool = True
     track: bool = True
     model: ModelChoice = field(default_factory=ModelChoice)
-    index: IndexChoice = field(default_factory=IndexChoice)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            [
+                (self.face in FACE_CHOICES, f"face must be one of {', '.join(FACE_CHOICES)}, got {self.face!r}"),
+                (self.limit is None or self.limit >= 1, f"limit must be >= 1 or null, got {self.limit}"),
+                (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            ],
+        )
 
 
 def build_gallery(job: GalleryBuild) -> dict[str, Any]:
@@ -100,31 +104,36 @@ def build_gallery(job: GalleryBuild) -> dict[str, Any]:
     }
 
 
+def run_build(job: GalleryBuild) -> dict[str, Any]:
+    """``build_gallery(job)``, logged to MLflow (experiment ``facerec-gallery``) when ``job.track``."""
+    if not job.track:
+        return build_gallery(job)
+    import mlflow
+
+    from facerec.config import to_dict
+    from facerec.tracking.runs import mlflow_run
+
+    run_name = f"gallery-{Path(job.model.name).name}-{job.model.input_size or 'default'}px-{job.index.kind}"
+    with mlflow_run(EXPERIMENT, run_name, params=to_dict(job), tags={"facerec.weights": job.model.pretrained}):
+        summary = build_gallery(job)
+        mlflow.log_metrics(
+            {k: float(summary[k]) for k in ("identities", "added", "skipped", "failed", "seconds", "images_per_second")}
+        )
+        mlflow.log_dict(summary, "gallery_summary.json")
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Load the job from YAML + ``key=value`` overrides, run it (tracked), print the JSON summary."""
-    from facerec.config import load_config, to_dict
-
-    def run(job: GalleryBuild) -> str:
-        if not job.track:
-            return json.dumps(build_gallery(job), default=str)
-        import mlflow
-
-        from facerec.tracking.runs import mlflow_run
-
-        run_name = f"gallery-{Path(job.model.name).name}-{job.model.input_size or 'default'}px-{job.index.kind}"
-        with mlflow_run(EXPERIMENT, run_name, params=to_dict(job), tags={"facerec.weights": job.model.pretrained}):
-            summary = build_gallery(job)
-            mlflow.log_metrics(
-                {
-                    k: float(summary[k])
-                    for k in ("identities", "added", "skipped", "failed", "seconds", "images_per_second")
-                }
-            )
-            mlflow.log_dict(summary, "gallery_summary.json")
-        return json.dumps(summary, default=str)
+    from facerec.config import load_config
 
     return run_job(
-        "pipelines.build_gallery", __doc__, DEFAULT_CONFIG, argv, lambda c, o: load_config(GalleryBuild, c, o), run
+        "pipelines.build_gallery",
+        __doc__,
+        DEFAULT_CONFIG,
+        argv,
+        lambda c, o: load_config(GalleryBuild, c, o),
+        lambda job: json.dumps(run_build(job), default=str),
     )
 
 

@@ -15,11 +15,12 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from facerec.errors import FacerecError
+from facerec.cli import run_reporting
+from facerec.config import check_config
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,21 @@ class MainJob:
     device: str = "cpu"
     experiment: str = "facerec-main"
 
-
-def stage(name: str, entry: Callable[[list[str]], int], argv: list[str]) -> None:
-    """Run one pipeline's ``main(argv)``; a non-zero exit stops the chain."""
-    log.info("stage %s: %s", name, " ".join(argv))
-    code = entry(argv)
-    if code:
-        raise FacerecError(f"stage {name} failed (exit {code})")
+    def __post_init__(self) -> None:
+        check_config(self, [(0 < self.holdout < 1, f"holdout must lie in (0, 1), got {self.holdout}")])
 
 
 def run(job: MainJob) -> dict[str, str]:
-    """Run the four stages under one MLflow run; returns where their outputs are."""
+    """Run the four stage functions under one MLflow run; returns where their outputs are."""
+    import dataclasses
+
+    from facerec.config import load_config
     from facerec.data.datasets import sample_root
-    from facerec.evaluation.protocols import EvalConfig, default_crops_dir, training_folder
+    from facerec.evaluation.protocols import EvalConfig, default_crops_dir, evaluate, format_metrics, training_folder
+    from facerec.faces.crop import CropConfig, run_crop
     from facerec.tracking.runs import mlflow_run
-    from pipelines import build_gallery, crop, evaluate, finetune
+    from facerec.training import TrainConfig, train
+    from pipelines.build_gallery import GalleryBuild, ModelChoice, run_build
 
     data = Path(job.data).expanduser() if job.data else sample_root()
     eval_config = EvalConfig(
@@ -72,52 +73,27 @@ def run(job: MainJob) -> dict[str, str]:
     with mlflow_run(
         job.experiment, f"main {data.name}", params={"job": job.__dict__}, tags={"facerec.data": str(data)}
     ):
-        stage("crop", crop.main, ["--config", str(ROOT / "configs" / "crop.yaml"), f"src={data}", f"out={crops}"])
+        log.info("stage crop: %s -> %s", data, crops)
+        run_crop(data, crops, load_config(CropConfig, ROOT / "configs" / "crop.yaml"))
+
         train_dir = training_folder(eval_config, out / "train-identities")
-        stage(
-            "finetune",
-            finetune.main,
-            [
-                "--config",
-                job.train_config,
-                "data.kind=folder",
-                f"data.root={train_dir}",
-                f"data.crops={train_dir}",
-                "data.val_fraction=0.3",
-                "data.val_pairs=80",
-                f"output={out}",
-                "run_name=finetune",
-                f"device={job.device}",
-                "overwrite=true",
-            ],
+        log.info("stage finetune: %s identities -> %s", train_dir, model_dir)
+        train_config = load_config(TrainConfig, job.train_config)
+        data_config = dataclasses.replace(
+            train_config.data, kind="folder", root=str(train_dir), crops=str(train_dir), val_fraction=0.3, val_pairs=80
         )
-        stage(
-            "evaluate",
-            evaluate.main,
-            [
-                f"model={model_dir}",
-                f"device={job.device}",
-                "evaluate.protocol=folder",
-                f"evaluate.data={data}",
-                f"evaluate.crops={crops}",
-                f"evaluate.holdout={job.holdout}",
-                f"evaluate.split_seed={job.split_seed}",
-                "evaluate.n_pairs=240",
-                "evaluate.distractor_fraction=0.2",
-            ],
+        train_config = dataclasses.replace(
+            train_config, data=data_config, output=str(out), run_name="finetune", device=job.device, overwrite=True
         )
-        stage(
-            "build_gallery",
-            build_gallery.main,
-            [
-                f"data={crops}",
-                f"gallery={outputs['gallery']}",
-                f"model.name={model_dir}",
-                "model.pretrained=none",
-                f"model.device={job.device}",
-                "detect=false",
-            ],
-        )
+        train(train_config)
+
+        log.info("stage evaluate: %s on the held-out identities", model_dir)
+        result = evaluate(str(model_dir), eval_config, pretrained="none", device=job.device)
+        print(format_metrics(result))
+
+        log.info("stage build_gallery: %s -> %s", crops, outputs["gallery"])
+        model = ModelChoice(name=str(model_dir), pretrained="none", device=job.device)
+        run_build(GalleryBuild(data=str(crops), gallery=outputs["gallery"], model=model, detect=False))
     return outputs
 
 
@@ -129,11 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data=, out=, holdout=, device=, ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        outputs = run(load_config(MainJob, None, [o for o in args.overrides if o.partition("=")[2].strip()]))
-    except FacerecError as exc:
-        print(f"pipelines.main: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    outputs: dict[str, str] = {}
+
+    def job() -> None:
+        outputs.update(run(load_config(MainJob, None, args.overrides)))
+
+    code = run_reporting("pipelines.main", job)
+    if code:
+        return code
     print(json.dumps(outputs))
     print(f"try: facerec identify --gallery {outputs['gallery']} PHOTO.jpg")
     return 0

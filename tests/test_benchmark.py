@@ -201,9 +201,9 @@ def test_results_table_and_champion_choice_follow_the_metrics():
 def test_benchmark_config_rejects_duplicates_and_empty_model_lists():
     from facerec.model_benchmark import ModelEntry
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="at least one model"):
         BenchmarkConfig(name="x", models=())
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="twice"):
         BenchmarkConfig(name="x", models=(ModelEntry("resnet18"), ModelEntry("resnet18")))
 
 
@@ -232,7 +232,7 @@ def test_lfw_view1_benchmark_smoke(lfw_root, mlflow_store, tmp_path, monkeypatch
 
     crops = Path(__file__).resolve().parents[1] / ".cache" / "crops" / "lfw-224"
     if not (crops / "manifest.jsonl").is_file():
-        pytest.skip("the LFW crops are not made yet (python -m pipelines.crop)")
+        pytest.skip("the LFW crops are not made yet (mlflow run . -e crop --env-manager local)")
     monkeypatch.chdir(tmp_path)
     config = load_benchmark_config(
         EXPERIMENTS / "lfw-view1.yaml",

@@ -397,3 +397,63 @@ def test_identify_in_an_empty_gallery(tmp_path, capsys, sample_dir):
     Gallery(tmp_path / "empty", create=True).close()
     code, _, err = run(capsys, "identify", photo(sample_dir, "Bob_Hope"), "--gallery", str(tmp_path / "empty"))
     assert_one_line_error(code, err, "is empty: enroll someone first")
+
+
+# ---------------------------------------------------------------- safety net for the refactoring
+@pytest.mark.parametrize("kind,message", [("missing", "no such file"), ("truncated", "cannot read image")])
+def test_a_bad_second_image_for_verify_is_a_clean_error(bad_files, capsys, sample_dir, kind, message):
+    code, _, err = run(
+        capsys, "verify", photo(sample_dir, "Bob_Hope"), str(bad_files[kind]), *MODEL, "--threshold", "0.5"
+    )
+    assert_one_line_error(code, err, message)
+    assert str(bad_files[kind]) in err  # the line names the second image, not the first
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("", "identity name must not be empty"),
+        ("   ", "identity name must not be empty"),
+        ("Bob\nHope", "invalid identity name 'Bob\\nHope'"),
+        ("Bob\rHope", "invalid identity name"),
+    ],
+)
+def test_empty_or_newline_holding_names_are_refused_and_change_nothing(gallery, capsys, sample_dir, name, message):
+    before = state(gallery)
+    code, _, err = run(capsys, "enroll", name, photo(sample_dir, "Bob_Hope"), "--gallery", str(gallery))
+    assert_one_line_error(code, err, message)
+    for action in ("show", "remove"):
+        code, _, err = run(capsys, "gallery", action, name, "--gallery", str(gallery))
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert state(gallery) == before
+
+
+@pytest.mark.parametrize("top_k", ["0", "-3"])
+def test_top_k_below_one_is_refused(gallery, capsys, sample_dir, top_k):
+    code, _, err = run(
+        capsys,
+        "identify",
+        photo(sample_dir, "Bob_Hope"),
+        "--gallery",
+        str(gallery),
+        "--top-k",
+        top_k,
+        "--threshold",
+        "0.5",
+    )
+    assert_one_line_error(code, err, "--top-k must be at least 1")
+
+
+def test_no_detect_embeds_the_whole_image_as_the_crop(bad_files, tmp_path, capsys):
+    """A face-less image fails with detection and goes through with --no-detect (it is taken as a crop)."""
+    wall = str(bad_files["no_face"])
+    code, _, err = run(capsys, "verify", wall, wall, *MODEL, "--threshold", "0.5")
+    assert_one_line_error(code, err, "no face found")
+    code, out, _ = run(capsys, "verify", wall, wall, *MODEL, "--threshold", "0.5", "--no-detect", "--json")
+    assert code == 0 and out["same"] is True and out["score"] == pytest.approx(1.0, abs=1e-4)
+    assert [f["faces_found"] for f in out["faces"]] == [None, None]
+    gallery = str(tmp_path / "crops-gallery")
+    code, out, _ = run(capsys, "enroll", "Wall", wall, "--gallery", gallery, *MODEL, "--no-detect", "--json")
+    assert code == 0 and out["face_policy"] == "none" and out["added"] == 1
+    code, out, _ = run(capsys, "identify", wall, "--gallery", gallery, "--no-detect", "--threshold", "0.5", "--json")
+    assert code == 0 and out["identity"] == "Wall" and out["face"]["faces_found"] is None

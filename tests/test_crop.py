@@ -1,4 +1,4 @@
-"""facerec.crop / `facerec crop` / pipelines.crop: tree mirroring, manifest, bad inputs, cache and resume, exit codes."""
+"""facerec.faces.crop / `facerec crop`: tree mirroring, manifest, bad inputs, cache and resume, exit codes."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from facerec import cli
 from facerec.cli.commands import COMMANDS
 from facerec.errors import ConfigError, DataError
-from facerec.faces.crop import MANIFEST, CropConfig, CropSummary, crop_path_for, read_manifest, run_crop
+from facerec.faces.crop import CONFIG_FILE, MANIFEST, CropConfig, CropSummary, crop_path_for, read_manifest, run_crop
 from facerec.faces.detect import DetectorConfig, FaceDetector
 
 DETECTOR = DetectorConfig(batch_size=8, threads=1)  # 1 thread: robust on a busy shared CPU
@@ -356,21 +357,19 @@ def test_command_module_imports_no_heavy_library():
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
-def test_pipeline_main(photos, tmp_path, capsys):
-    from pipelines.crop import main
-
+def test_config_file_then_set_then_flags_with_flags_winning(facerec_main, photos, tmp_path, capsys, monkeypatch):
+    """The MLproject's `crop` entry point: an empty SRC is $FACEREC_DATA's image folder, settings from --config."""
+    config = tmp_path / "crop.yaml"
+    config.write_text("fallback: center\njpeg_quality: 90\ndetector:\n  margin: 0.5\n  batch_size: 8\n  threads: 1\n")
+    monkeypatch.setenv("FACEREC_DATA", str(photos))
     out = tmp_path / "out"
-    rc = main(
-        [
-            f"src={photos}",
-            f"out={out}",
-            "progress=false",
-            "crop.detector.batch_size=8",
-            "crop.detector.threads=1",
-            "crop.fallback=none",
-        ]
-    )
+    argv = ["crop", "", str(out), "--config", str(config), "--set", "detector.margin=0.4", "--set", "jpeg_quality=80"]
+    rc = facerec_main([*argv, "--fallback", "none", "--no-progress", "--json"])
     assert rc == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ok"] == 6
-    assert main([f"src={photos}", f"out={out}", "crop.detector.margn=0.2"]) == 2
-    assert "unknown config key" in capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["ok"] == 6
+    saved = yaml.safe_load((out / CONFIG_FILE).read_text())
+    assert saved["detector"]["margin"] == 0.4 and saved["jpeg_quality"] == 80  # --set over the file
+    assert saved["fallback"] == "none" and saved["detector"]["batch_size"] == 8  # the flag over the file
+    assert facerec_main(["crop", str(photos), str(out), "--set", "detector.margn=0.2", "--set", "jpeg_quality=0"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'detector.margn'" in err and err.count("\n") == 1

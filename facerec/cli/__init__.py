@@ -7,12 +7,14 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 
 from facerec import __version__
 from facerec.cli.commands import COMMANDS
 
-log = logging.getLogger(__name__)
+#: Set (to anything but empty or 0) to print the whole traceback chain, causes included, under each error line.
+DEBUG_ENV = "FACEREC_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,29 +52,46 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a subcommand; user errors print one line and return non-zero, never a traceback."""
-    args = parse_args(build_parser(), argv)
-    configure_logging(args.verbose, args.quiet)
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def report(prog: str, message: str) -> None:
+    """The one error line; under FACEREC_DEBUG the traceback chain of the exception being handled first."""
+    if debugging():
+        traceback.print_exc(file=sys.stderr)
+    print(f"{prog}: {message}", file=sys.stderr)
+
+
+def run_reporting(prog: str, job: Callable[[], int | None]) -> int:
+    """Run ``job()`` and turn what it raises into one line on stderr and an exit code.
+
+    Exit codes: 0 done, 2 a user error (a FacerecError; argparse also exits 2 on bad
+    arguments), 1 an internal error (a bug), 130 interrupted (Ctrl-C). With FACEREC_DEBUG
+    the whole traceback chain, causes included, comes before the line.
+    """
     from facerec.errors import FacerecError
 
     try:
-        return int(args._module.run(args) or 0)
+        return int(job() or 0)
     except FacerecError as exc:
-        print(f"facerec {args.command}: error: {exc}", file=sys.stderr)
+        report(prog, f"error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"facerec {args.command}: interrupted", file=sys.stderr)
+        report(prog, "interrupted")
         return 130
-    except Exception as exc:  # last resort: still one line unless debugging
-        if os.environ.get("FACEREC_DEBUG"):
-            raise
+    except Exception as exc:  # a bug: still one line unless debugging
         reason = str(exc).splitlines()[0] if str(exc) else ""
-        print(
-            f"facerec {args.command}: internal error: {type(exc).__name__}: {reason} (FACEREC_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
+        hint = "" if debugging() else f" ({DEBUG_ENV}=1 for a traceback)"
+        report(prog, f"internal error: {type(exc).__name__}: {reason}{hint}")
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; errors print one line and return non-zero (see ``run_reporting``)."""
+    args = parse_args(build_parser(), argv)
+    configure_logging(args.verbose, args.quiet)
+    return run_reporting(f"facerec {args.command}", lambda: args._module.run(args))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ missing images raise DataError naming the file and the line.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 from collections import defaultdict
@@ -17,8 +16,6 @@ from pathlib import Path
 
 from facerec.data.images import is_image_file
 from facerec.errors import DataError
-
-log = logging.getLogger(__name__)
 
 DATA_ENV = "FACEREC_DATA"
 LFW_IMAGE_DIRS = ("lfw-deepfunneled", "lfw_funneled", "lfw")
@@ -160,17 +157,17 @@ def generate_pairs(
 def _lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"protocol file not found: {path}") from None
+    except FileNotFoundError as exc:
+        raise DataError(f"protocol file not found: {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read protocol file {path}: {exc}") from None
+        raise DataError(f"cannot read protocol file {path}: {exc}") from exc
 
 
 def _int(token: str, path: Path, lineno: int) -> int:
     try:
         return int(token)
-    except ValueError:
-        raise DataError(f"{path}:{lineno}: expected an integer, got {token!r}") from None
+    except ValueError as exc:
+        raise DataError(f"{path}:{lineno}: expected an integer, got {token!r}") from exc
 
 
 def _checked(path: Path, source: Path, lineno: int, check: bool) -> Path:

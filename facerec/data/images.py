@@ -7,7 +7,6 @@ with a one-line reason; nothing else escapes.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -15,8 +14,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facerec.errors import ImageError
-
-log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 #: Largest decoded image we accept (pixels); beyond this the file is refused.
@@ -55,7 +52,7 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"cannot read image {path}: {reason}") from None
+        raise ImageError(f"cannot read image {path}: {reason}") from exc
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return rgb

@@ -12,7 +12,6 @@ augmentations of it (so the training transform must not be ``none``).
 
 from __future__ import annotations
 
-import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -24,8 +23,6 @@ from facerec.data.datasets import ImageRecord
 from facerec.data.images import load_image
 from facerec.data.transforms import apply, seed_transform
 from facerec.errors import ConfigError, DataError
-
-log = logging.getLogger(__name__)
 
 PairKey = tuple[int, int, bool]  # (image index a, image index b, same identity)
 LabelledKey = tuple[int, int]  # (image index, identity label)

@@ -9,7 +9,6 @@ one photo can stand in for a positive pair when an identity has one image.
 
 from __future__ import annotations
 
-import logging
 import random
 from typing import Literal
 
@@ -19,8 +18,6 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
-
-log = logging.getLogger(__name__)
 
 Augment = Literal["none", "light", "strong"]
 

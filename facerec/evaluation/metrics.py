@@ -7,14 +7,11 @@ matrices come from ``sklearn.metrics``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
-
-log = logging.getLogger(__name__)
 
 FARS = (1e-2, 1e-3)
 

@@ -6,7 +6,6 @@ Every function returns a ``matplotlib.figure.Figure``; callers log it with
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -17,8 +16,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
-
-log = logging.getLogger(__name__)
 
 PROJECTION_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
 

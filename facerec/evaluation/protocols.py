@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -42,61 +42,13 @@ from facerec.data.datasets import (
 )
 from facerec.errors import DataError
 from facerec.evaluation import metrics
+from facerec.evaluation.config import PROTOCOLS, EvalConfig  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("lfw-view1", "lfw-view2", "folder")
 DEFAULT_CROP_CACHE = Path(".cache") / "crops"
 RESULT_FILE = "result.json"
 ARRAYS_FILE = "arrays.npz"
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How to evaluate: the protocol, its data and the evaluation options."""
-
-    protocol: Literal["lfw-view1", "lfw-view2", "folder"] = "folder"
-    #: LFW root or identity folder; None: $FACEREC_DATA (LFW) or the embedded sample (folder).
-    data: str | None = None
-    #: Detect and crop raw photos first (MTCNN, centre fallback); false when ``data`` already holds crops.
-    crop: bool = True
-    #: Crop cache folder; None: ``.cache/crops/<data-name>-<crop_size>`` in the working directory.
-    crops: str | None = None
-    crop_size: int = 224
-    #: Test-time augmentation: average the embeddings of the image and its mirror.
-    flip: bool = False
-    batch_size: int = 64
-    num_workers: int | None = None
-    identification: bool = True
-    #: CMC length and number of gallery candidates retrieved per probe.
-    max_rank: int = 10
-    #: False alarm rate of the open-set operating point (DIR@FAR).
-    far: float = 1e-2
-    #: Extra distractors: this share of the multi-image identities leave the gallery and
-    #: their first image becomes a distractor probe (for data without single-image identities).
-    distractor_fraction: float = 0.0
-    # folder protocol
-    n_pairs: int = 600
-    n_folds: int = 10
-    seed: int = 0
-    #: Evaluate on this share of the identities only (identity-disjoint split with ``split_seed``,
-    #: the same split ``facerec.data.split_by_identity`` gives training); 0 = every identity.
-    holdout: float = 0.0
-    split_seed: int = 0
-    # plots
-    scatter_identities: int = 8
-    scatter_max_images: int = 30
-    projection: Literal["tsne", "pca"] = "tsne"
-
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}")
-        if not 0 < self.far < 1:
-            raise ValueError("far must lie in (0, 1)")
-        if not 0 <= self.holdout < 1 or not 0 <= self.distractor_fraction < 1:
-            raise ValueError("holdout and distractor_fraction must lie in [0, 1)")
-        if self.max_rank < 1 or self.n_folds < 2 or self.n_pairs < 4:
-            raise ValueError("max_rank >= 1, n_folds >= 2 and n_pairs >= 4 are required")
 
 
 @dataclass
@@ -231,7 +183,7 @@ class EvalResult:
                 data["scatter_names"],
             )
         except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"cannot read evaluation result in {directory}: {exc}") from None
+            raise DataError(f"cannot read evaluation result in {directory}: {exc}") from exc
 
 
 # -------------------------------------------------------------------- protocols
@@ -280,7 +232,8 @@ def prepare_images(eval_set: EvalSet, config: EvalConfig, progress: bool = True)
     """Crop the set's raw photos (cached, centre fallback) and point the set at the crops."""
     if not config.crop:
         return eval_set
-    from facerec.faces.crop import CropConfig, DetectorConfig, run_crop
+    from facerec.faces.config import CropConfig, DetectorConfig
+    from facerec.faces.crop import run_crop
 
     crops = default_crops_dir(config)
     paths = eval_set.unique_paths()
@@ -376,7 +329,7 @@ def evaluate_model(
 
     identification = None
     if eval_set.records:
-        identification = identify(vectors, row, eval_set.records, config)
+        identification = identification_results(vectors, row, eval_set.records, config)
     scatter_vectors, scatter_names = scatter_sample(vectors, row, eval_set.records, config)
     return EvalResult(
         eval_set.name,
@@ -415,7 +368,7 @@ def split_gallery(
     return gallery, probes, distractors
 
 
-def identify(
+def identification_results(
     vectors: np.ndarray, row: dict[Path, int], records: Sequence[ImageRecord], config: EvalConfig
 ) -> dict[str, Any] | None:
     """Closed-set CMC/rank-k and open-set DIR@FAR with a faiss inner-product index of the gallery."""

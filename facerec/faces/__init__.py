@@ -3,9 +3,14 @@
 from facerec._lazy import lazy_exports
 
 _EXPORTS = {
-    "POLICIES": "detect",
+    "Policy": "config",
+    "POLICIES": "config",
+    "FaceChoice": "config",
+    "FACE_CHOICES": "config",
+    "Fallback": "config",
+    "FALLBACKS": "config",
     "CENTER_WEIGHT": "detect",
-    "DetectorConfig": "detect",
+    "DetectorConfig": "config",
     "Face": "detect",
     "Detection": "detect",
     "choose_face": "detect",
@@ -14,8 +19,8 @@ _EXPORTS = {
     "MANIFEST": "crop",
     "CONFIG_FILE": "crop",
     "LOCK_FILE": "crop",
-    "CROP_VERSION": "crop",
-    "CropConfig": "crop",
+    "CROP_VERSION": "config",
+    "CropConfig": "config",
     "CropSummary": "crop",
     "crop_path_for": "crop",
     "source_stamp": "crop",

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,8 @@ from PIL import Image
 from facerec.config import save_config
 from facerec.data.images import is_image_file, load_image
 from facerec.errors import ConfigError, DataError, ImageError
-from facerec.faces.detect import Detection, DetectorConfig, FaceDetector
+from facerec.faces.config import CROP_VERSION, CropConfig  # noqa: F401  (re-exported)
+from facerec.faces.detect import Detection, FaceDetector
 from facerec.files import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
@@ -42,33 +43,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.jsonl"
 CONFIG_FILE = "crop_config.yaml"
 LOCK_FILE = ".crop.lock"
-#: Bump when the crop algorithm changes in a way that invalidates existing crops.
-CROP_VERSION = 1
 
 Status = Literal["ok", "no_face", "unreadable", "failed"]
-
-
-@dataclass(frozen=True)
-class CropConfig:
-    """Detector settings plus what to do without a face and how to encode the crops."""
-
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    fallback: Literal["none", "center"] = "none"
-    jpeg_quality: int = 95
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-
-    def params_hash(self) -> str:
-        """Hash of everything that changes the output crops (not device or batch size)."""
-        params = {
-            "version": CROP_VERSION,
-            "detector": self.detector.geometry(),
-            "fallback": self.fallback,
-            "jpeg_quality": self.jpeg_quality,
-        }
-        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -122,7 +98,7 @@ def read_manifest(out: Path) -> tuple[dict[str, dict], bool]:
     except FileNotFoundError:
         return {}, False
     except OSError as exc:
-        raise DataError(f"cannot read manifest {path}: {exc}") from None
+        raise DataError(f"cannot read manifest {path}: {exc}") from exc
     records: dict[str, dict] = {}
     lines = raw.split(b"\n")
     dirty = bool(raw) and not raw.endswith(b"\n")
@@ -189,8 +165,8 @@ def list_inputs(src: Path, out: Path, paths: Sequence[Path] | None) -> list[Path
         path = Path(path) if Path(path).is_absolute() else src / path
         try:
             path.relative_to(src)
-        except ValueError:
-            raise DataError(f"{path} is not under the source folder {src}") from None
+        except ValueError as exc:
+            raise DataError(f"{path} is not under the source folder {src}") from exc
         chosen.append(path)
     return sorted(set(chosen))
 
@@ -217,9 +193,9 @@ class _Lock:
         self.fh = open(self.path, "a")
         try:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             self.fh.close()
-            raise DataError(f"another crop run is writing to {self.path.parent}") from None
+            raise DataError(f"another crop run is writing to {self.path.parent}") from exc
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -239,7 +215,7 @@ def prepare_out(src: Path, out: Path) -> None:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise DataError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot write to output folder {out}: {exc.strerror or exc}") from exc
 
 
 # ------------------------------------------------------------------ the run
@@ -369,7 +345,7 @@ def run_crop(
                     manifest.flush()
                     bar.update(len(batch))
         except OSError as exc:
-            raise DataError(f"cannot write the manifest in {out}: {exc.strerror or exc}") from None
+            raise DataError(f"cannot write the manifest in {out}: {exc.strerror or exc}") from exc
     summary = summarize((previous[k] for k in keys), skipped, time.perf_counter() - started)
     log.info("crop summary: %s", summary.as_dict())
     return summary

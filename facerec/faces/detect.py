@@ -9,80 +9,27 @@ torch and facenet-pytorch are imported on first use only.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from facerec.errors import ConfigError, NoFaceError
+from facerec.faces.config import POLICIES, DetectorConfig, Policy  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from facenet_pytorch import MTCNN
 
 log = logging.getLogger(__name__)
 
-Policy = Literal["central", "largest", "probable"]
-POLICIES: tuple[str, ...] = ("central", "largest", "probable")
 #: Weight of the squared centre offset against the face area in the "central" policy
 #: (score = w*h - CENTER_WEIGHT * offset**2, both in pixels**2, so it is scale-free).
 CENTER_WEIGHT = 2.0
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """MTCNN settings and crop geometry.
-
-    ``margin`` is the fraction of the face box's longer side added on each side of the
-    square crop (0 = tight box, 0.3 = crop side 1.6x the box: forehead, hair, chin).
-    ``center_fraction`` is the side of the fallback centre crop relative to the image's
-    shorter side (0.8 matches a 0.3-margin face crop on LFW's 250x250 photos).
-    """
-
-    image_size: int = 224
-    margin: float = 0.3
-    policy: Policy = "central"
-    align: bool = True
-    min_face_size: int = 20
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    factor: float = 0.709
-    center_fraction: float = 0.8
-    device: str = "cpu"
-    batch_size: int = 32
-    #: torch CPU threads while detecting (0: torch's default). 1 is far faster on an oversubscribed CPU.
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.image_size < 8:
-            problems.append(f"image_size must be >= 8, got {self.image_size}")
-        if not 0 <= self.margin <= 3:
-            problems.append(f"margin must be in [0, 3], got {self.margin}")
-        if self.policy not in POLICIES:
-            problems.append(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        if self.min_face_size < 12:
-            problems.append(f"min_face_size must be >= 12, got {self.min_face_size}")
-        if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
-            problems.append(f"thresholds must be three values in (0, 1), got {self.thresholds}")
-        if not 0 < self.factor < 1:
-            problems.append(f"factor must be in (0, 1), got {self.factor}")
-        if not 0 < self.center_fraction <= 1:
-            problems.append(f"center_fraction must be in (0, 1], got {self.center_fraction}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.threads < 0:
-            problems.append(f"threads must be >= 0, got {self.threads}")
-        if problems:
-            raise ConfigError("; ".join(problems))
-
-    def geometry(self) -> dict:
-        """The settings that change the crops (not device, batch size or threads), for cache keys."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("device", "batch_size", "threads")}
 
 
 Point = tuple[float, float]
@@ -197,7 +144,7 @@ class FaceDetector:
             try:
                 device = torch.device(self.config.device)
             except RuntimeError as exc:
-                raise ConfigError(f"bad device {self.config.device!r}: {exc}") from None
+                raise ConfigError(f"bad device {self.config.device!r}: {exc}") from exc
             if device.type == "cuda" and not torch.cuda.is_available():
                 raise ConfigError(f"device {self.config.device!r} requested but CUDA is not available")
             self._mtcnn = MTCNN(

@@ -197,7 +197,7 @@ class Gallery:
             conn.execute("PRAGMA secure_delete = ON")  # erased rows are overwritten, not just unlinked
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{self.db_path} is corrupt or not a gallery database ({exc})") from None
+            raise GalleryError(f"{self.db_path} is corrupt or not a gallery database ({exc})") from exc
         return conn
 
     def _schema_version(self) -> int:
@@ -207,7 +207,7 @@ class Gallery:
             version = int(self._scalar("PRAGMA user_version"))
             tables = self._scalar("SELECT count(*) FROM sqlite_master")
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{self.db_path} is corrupt or not a gallery database ({exc})") from None
+            raise GalleryError(f"{self.db_path} is corrupt or not a gallery database ({exc})") from exc
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise GalleryError(f"{self.db_path} is an SQLite database of another application, not a facerec gallery")
         if version > SCHEMA_VERSION:
@@ -252,11 +252,11 @@ class Gallery:
                 try:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
+                except BlockingIOError as exc:
                     if time.monotonic() > deadline:
                         raise GalleryError(
                             f"gallery {self.path} is locked by another process for over {self.lock_timeout:.0f} s"
-                        ) from None
+                        ) from exc
                     time.sleep(0.01)
             yield
         finally:
@@ -280,7 +280,7 @@ class Gallery:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"gallery database {self.db_path}: {exc}") from None
+            raise GalleryError(f"gallery database {self.db_path}: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -423,7 +423,7 @@ class Gallery:
             try:  # bad parameters fail here, before anything is saved
                 index = self._build_from_db(state)
             except ValueError as exc:
-                raise GalleryError(str(exc)) from None
+                raise GalleryError(str(exc)) from exc
             if kind is not None:
                 with self._transaction():
                     self._set_meta(index_kind=kind, index_params=params)

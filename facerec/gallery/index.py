@@ -23,13 +23,10 @@ import numpy as np
 
 from facerec.errors import GalleryError
 from facerec.files import atomic_path
+from facerec.gallery.config import HNSW_DEFAULTS, INDEX_KINDS, IVF_DEFAULTS, IndexKind  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "hnsw", "ivf")
-#: Default parameters of the approximate indexes (chosen with benchmarks/index_speed.py).
-HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 64}
-IVF_DEFAULTS = {"nlist": None, "nprobe": 16}  # nlist None: about 4 * sqrt(n), at most n // 39
 #: faiss wants about 39 training points per IVF list.
 MIN_POINTS_PER_LIST = 39
 
@@ -218,4 +215,4 @@ def read_index(path: str | Path) -> faiss.Index:
         return faiss.read_index(str(path))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()
-        raise GalleryError(f"cannot read faiss index {path}: {reason[-1] if reason else 'unreadable'}") from None
+        raise GalleryError(f"cannot read faiss index {path}: {reason[-1] if reason else 'unreadable'}") from exc

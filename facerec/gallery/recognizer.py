@@ -20,6 +20,7 @@ import numpy as np
 from facerec.data.datasets import group_by_identity, read_identity_folder
 from facerec.data.images import load_image
 from facerec.errors import FacerecError, GalleryError, ModelError, NoFaceError
+from facerec.faces.config import FACE_CHOICES
 from facerec.faces.detect import DetectorConfig, FaceDetector
 from facerec.gallery.gallery import (
     DB_FILE,
@@ -33,7 +34,7 @@ from facerec.gallery.gallery import (
 
 log = logging.getLogger(__name__)
 
-FACE_POLICIES = ("central", "largest")
+FACE_POLICIES = FACE_CHOICES
 NO_THRESHOLD_HINT = "pass --threshold T or use a trained model directory (it stores a calibrated threshold)"
 
 

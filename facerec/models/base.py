@@ -296,7 +296,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
     except ModelError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"cannot load model directory {path}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"cannot load model directory {path}: {str(exc).splitlines()[0]}") from exc
     embedder.spec = EmbedderSpec(
         meta["name"],
         meta["input_size"],
@@ -318,7 +318,7 @@ def _download_mlflow_model(uri: str) -> Path:
         configure_tracking()
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as exc:  # mlflow raises many types for a bad URI
-        raise ModelError(f"cannot fetch {uri} from MLflow: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"cannot fetch {uri} from MLflow: {str(exc).splitlines()[0]}") from exc
     found = [local] if is_model_dir(local) else [p.parent for p in sorted(local.rglob(MODEL_FILE))]
     if not found:
         raise ModelError(f"{uri} holds no facerec model directory ({MODEL_FILE} not found)")

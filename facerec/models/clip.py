@@ -133,7 +133,7 @@ def _read_image_tower(path: Path) -> dict[str, Any]:
     except Exception as exc:  # torch.load/safetensors raise many types for a bad file
         raise ModelError(
             f"cannot read checkpoint {path} as a state dict ({type(exc).__name__}: {error_reason(exc)})"
-        ) from None
+        ) from exc
     if not isinstance(state, dict):
         raise ModelError(f"checkpoint {path} is not a state dict")
     if any(key.startswith("visual.") for key in state):
@@ -149,7 +149,7 @@ def _load_image_tower(visual: nn.Module, state: dict[str, Any], path: Path) -> N
     try:
         result = visual.load_state_dict({key[len("visual.") :]: v for key, v in state.items()}, strict=False)
     except RuntimeError as exc:
-        raise ModelError(f"checkpoint {path} does not fit the {ARCH} image tower: {error_reason(exc)}") from None
+        raise ModelError(f"checkpoint {path} does not fit the {ARCH} image tower: {error_reason(exc)}") from exc
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
             f"checkpoint {path} does not fit the {ARCH} image tower: "

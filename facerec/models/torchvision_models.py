@@ -83,7 +83,7 @@ def build_torchvision(
             raise ModelError(
                 f"cannot download torchvision weights {weights} for {arch} (offline?): "
                 "pass --pretrained /path/to/state_dict.pth or --pretrained none for random init"
-            ) from None
+            ) from exc
         removed, feature_dim = _remove_classifier(model)
         dim = (
             feature_dim if head == "identity" and embedding_dim is None else int(embedding_dim or DEFAULT_EMBEDDING_DIM)
@@ -120,17 +120,17 @@ def _resolve_weights(arch: str, pretrained: str) -> tuple[Any, Path | None]:  # 
     enum = get_model_weights(arch)
     try:
         return enum[pretrained], None
-    except KeyError:
+    except KeyError as exc:
         path = Path(pretrained).expanduser()
         if path.is_file():
             return None, path
         if path.suffix or "/" in pretrained:
-            raise ModelError(f"checkpoint file {pretrained} does not exist") from None
+            raise ModelError(f"checkpoint file {pretrained} does not exist") from exc
         tags = ", ".join(enum.__members__)
         raise ModelError(
             f"unknown weights {pretrained!r} for {arch}: pass a torchvision weights name ({tags}), "
             "a state dict file, or 'none'"
-        ) from None
+        ) from exc
 
 
 def _remove_classifier(model: nn.Module) -> tuple[str, int]:
@@ -154,7 +154,7 @@ def _load_backbone(model: nn.Module, path: Path, removed: str) -> None:
     except Exception as exc:  # unpickling/zip/EOF errors vary
         raise ModelError(
             f"cannot read checkpoint {path} as a state dict ({type(exc).__name__}: {error_reason(exc)})"
-        ) from None
+        ) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
@@ -163,7 +163,7 @@ def _load_backbone(model: nn.Module, path: Path, removed: str) -> None:
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise ModelError(f"checkpoint {path} does not fit {type(model).__name__}: {error_reason(exc)}") from None
+        raise ModelError(f"checkpoint {path} does not fit {type(model).__name__}: {error_reason(exc)}") from exc
     unexpected = [key for key in result.unexpected_keys if not key.startswith(removed)]
     if result.missing_keys or unexpected:
         raise ModelError(

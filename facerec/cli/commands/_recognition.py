@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from facerec.cli.commands import add_model_arguments
+from facerec.faces.config import FACE_CHOICES
 
-FACE_CHOICES = ("central", "largest")
 MODEL_DESTS = ("model", "pretrained", "input_size")
 
 

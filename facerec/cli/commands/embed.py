@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
     try:
         device = torch.device(args.device)
-    except RuntimeError:
-        raise ConfigError(f"--device {args.device}: not a torch device (cpu, cuda, cuda:1)") from None
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {args.device}: not a torch device (cpu, cuda, cuda:1)") from exc
     images = list_images(root)
     if not images:
         raise DataError(f"no images under {root}")

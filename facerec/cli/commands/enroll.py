@@ -40,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
     from facerec.errors import FacerecError
 
-    if bool(args.from_dir) == bool(args.name):
+    has_name = args.name is not None  # an empty NAME is the gallery's to refuse, with its own message
+    if bool(args.from_dir) == has_name:
         raise FacerecError("give either NAME IMAGE... or --from-dir DIR")
-    if args.name and not args.images:
+    if has_name and not args.images:
         raise FacerecError(f"no images given for {args.name!r}: facerec enroll NAME IMAGE...")
     start = time.perf_counter()
     failed: list[dict[str, str]] = []

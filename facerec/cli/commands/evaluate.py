@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 
 from facerec.cli.commands import add_json_flag, add_model_arguments, emit
-
-PROTOCOL_CHOICES = ("lfw-view1", "lfw-view2", "folder")
+from facerec.evaluation.config import PROTOCOLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--protocol", choices=PROTOCOL_CHOICES, default=None, help="evaluation protocol [folder]")
+    parser.add_argument("--config", help="evaluation settings YAML (EvalConfig keys, e.g. configs/evaluate.yaml)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=None, help="evaluation protocol [folder]")
     parser.add_argument(
         "--data", default=None, help="LFW root or identity folder [$FACEREC_DATA; folder: embedded sample]"
     )
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other evaluation option (the evaluate: keys of configs/evaluate.yaml), "
+        help="any other evaluation option (the keys of configs/evaluate.yaml), "
         "e.g. --set n_pairs=1000 --set holdout=0.4 (repeatable)",
     )
     parser.add_argument("--experiment", default="facerec-evaluate", help="MLflow experiment [facerec-evaluate]")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from facerec.config import load_config
     from facerec.evaluation.protocols import EvalConfig, evaluate, format_metrics
 
-    config = load_config(EvalConfig, None, [*args.overrides, *flag_overrides(args)])
+    config = load_config(EvalConfig, args.config, [*args.overrides, *flag_overrides(args)])
     result = evaluate(
         args.model,
         config,

@@ -11,8 +11,7 @@ import argparse
 
 from facerec.cli.commands import add_json_flag, emit
 from facerec.cli.commands._recognition import add_gallery_argument
-
-INDEX_KINDS = ("flat", "hnsw", "ivf")
+from facerec.gallery.config import INDEX_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,11 +8,8 @@ to MLflow. Runs under ``torchrun --nproc_per_node N`` as DistributedDataParallel
 from __future__ import annotations
 
 import argparse
-import logging
 
 from facerec.cli.commands import add_json_flag, emit
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
