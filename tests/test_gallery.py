@@ -17,6 +17,8 @@ import pytest
 from facerec.errors import GalleryError, ModelMismatchError
 from facerec.gallery import gallery as gallery_module
 from facerec.gallery.gallery import Gallery, ModelRecord, NewImage, check_name, default_gallery_dir
+from facerec.gallery.index_cache import IndexCache
+from facerec.gallery.store import GalleryStore
 
 DIM = 16
 MODEL = ModelRecord("toy/16d/aaaa", DIM, {"model": "toy", "pretrained": "none"})
@@ -96,15 +98,15 @@ def test_other_model_is_refused(gallery):
 
 def test_identity_is_all_or_nothing(gallery, monkeypatch):
     before = snapshot(gallery)
-    original = Gallery._insert_identity
+    original = GalleryStore.insert_identity
 
-    def failing(self, conn, name, images):
-        result = original(self, conn, name, images)
+    def failing(self, name, images):
+        result = original(self, name, images)
         if name == "dave":
             raise RuntimeError("disk on fire")  # after carol's and dave's rows were inserted
         return result
 
-    monkeypatch.setattr(Gallery, "_insert_identity", failing)
+    monkeypatch.setattr(GalleryStore, "insert_identity", failing)
     with Gallery(gallery) as g, pytest.raises(RuntimeError):
         g.enroll([("carol", [image("c1")]), ("dave", [image("d1"), image("d2")])], MODEL)
     assert snapshot(gallery) == before
@@ -154,7 +156,7 @@ def test_index_cache_is_rebuilt(gallery, damage):
 
 
 def test_crash_after_commit_before_index(gallery, monkeypatch):
-    monkeypatch.setattr(Gallery, "_update_index", lambda self, previous, change, write=True: None)
+    monkeypatch.setattr(IndexCache, "update", lambda self, previous, change, write=True: None)
     with Gallery(gallery) as g:
         g.enroll([("carol", [image("c1")])], MODEL)  # committed; index left behind (stale)
     monkeypatch.undo()
