@@ -21,7 +21,7 @@ from facerec.gallery import gallery as gallery_module
 from facerec.gallery import index as faiss_index
 from facerec.gallery.gallery import Gallery, ModelRecord, NewImage, check_name, default_gallery_dir
 from facerec.gallery.index_cache import IndexCache
-from facerec.gallery.store import GalleryStore
+from facerec.gallery.rows import GalleryRows
 
 DIM = 16
 MODEL = ModelRecord("toy/16d/aaaa", DIM, {"model": "toy", "pretrained": "none"})
@@ -101,7 +101,7 @@ def test_other_model_is_refused(gallery):
 
 def test_identity_is_all_or_nothing(gallery, monkeypatch):
     before = snapshot(gallery)
-    original = GalleryStore.insert_identity
+    original = GalleryRows.insert_identity
 
     def failing(self, name, images):
         result = original(self, name, images)
@@ -109,7 +109,7 @@ def test_identity_is_all_or_nothing(gallery, monkeypatch):
             raise RuntimeError("disk on fire")  # after carol's and dave's rows were inserted
         return result
 
-    monkeypatch.setattr(GalleryStore, "insert_identity", failing)
+    monkeypatch.setattr(GalleryRows, "insert_identity", failing)
     with Gallery(gallery) as g, pytest.raises(RuntimeError):
         g.enroll([("carol", [image("c1")]), ("dave", [image("d1"), image("d2")])], MODEL)
     assert snapshot(gallery) == before

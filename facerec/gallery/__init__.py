@@ -5,6 +5,7 @@ from facerec._lazy import lazy_exports
 _EXPORTS = {
     "Gallery": "gallery",
     "GalleryStore": "store",
+    "GalleryRows": "rows",
     "IndexCache": "index_cache",
     "DB_FILE": "store",
     "LOCK_FILE": "store",

@@ -7,11 +7,12 @@ Layout of a gallery directory::
     index.json       sidecar: the database generation the index was built from
     gallery.lock     fcntl.flock target that serialises writers across processes
 
-``Gallery`` is a thin facade over two collaborators with one job each:
-``store.GalleryStore`` (SQLite: schema, migrations, the file lock, transactions, rows)
-and ``index_cache.IndexCache`` (the FAISS file kept in step with the store). The
-facade holds the order of a change: one transaction that also bumps the generation,
-then the index update; it checks the model and aggregates search hits per identity.
+``Gallery`` is a thin facade over collaborators with one job each:
+``store.GalleryStore`` (the SQLite file: schema, migrations, the file lock,
+transactions, meta), ``rows.GalleryRows`` (the identities and images tables) and
+``index_cache.IndexCache`` (the FAISS file kept in step with the store). The facade
+holds the order of a change: one transaction that also bumps the generation, then
+the index update; it checks the model and aggregates search hits per identity.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from facerec.errors import GalleryError, ModelMismatchError
 from facerec.gallery import index as faiss_index
 from facerec.gallery.index_cache import INDEX_FILE, INDEX_META_FILE, IndexCache
 from facerec.gallery.records import MAX_NAME_LENGTH, EnrollOutcome, Match, ModelRecord, NewImage, check_name
+from facerec.gallery.rows import GalleryRows
 from facerec.gallery.store import (
     APPLICATION_ID,
     DB_FILE,
@@ -67,7 +69,8 @@ class Gallery:
 
     def __init__(self, path: str | Path, create: bool = False, lock_timeout: float = LOCK_TIMEOUT_S) -> None:
         self.store = GalleryStore(path, create, lock_timeout)
-        self.index = IndexCache(self.store)
+        self.rows = GalleryRows(self.store)
+        self.index = IndexCache(self.store, self.rows)
 
     @property
     def path(self) -> Path:
@@ -140,7 +143,7 @@ class Gallery:
                 self.check_model(model.fingerprint)
                 if store.model() is None:
                     store.set_model(model)
-                results = [store.insert_identity(name, images) for name, images in batches]
+                results = [self.rows.insert_identity(name, images) for name, images in batches]
                 ids = [i for outcome, _ in results for i in outcome.added]
                 if ids:
                     store.bump_generation(previous)
@@ -160,7 +163,7 @@ class Gallery:
         with store.lock(exclusive=True), store.guard():
             previous = store.generation()
             with store.transaction():
-                ids = store.delete_identity(name)
+                ids = self.rows.delete_identity(name)
                 store.bump_generation(previous)
                 faults.point("remove-in-transaction")
             store.checkpoint()  # the erased (zeroed) pages leave the write-ahead log
@@ -193,11 +196,11 @@ class Gallery:
                 f"queries are {queries.shape[1]}-d but gallery {self.path} holds {index.d}-d vectors"
             )
         with self.store.guard():
-            per_identity = self.store.most_images_per_identity()
+            per_identity = self.rows.most_images_per_identity()
             # the k-th best identity's best image ranks at most (k - 1) * per_identity + 1: exact aggregation
             k = min(int(index.ntotal), max(1, top_k) * per_identity)
             scores, ids = faiss_index.search(index, queries, k)
-            names = self.store.names_of(np.unique(ids[ids >= 0]))
+            names = self.rows.names_of(np.unique(ids[ids >= 0]))
         results = []
         for row_scores, row_ids in zip(scores, ids):
             best: dict[str, Match] = {}
@@ -211,26 +214,26 @@ class Gallery:
     def identities(self) -> list[dict[str, Any]]:
         """Every identity with its image count and timestamps, by name."""
         with self.store.guard():
-            return self.store.identities()
+            return self.rows.identities()
 
     def show(self, name: str) -> dict[str, Any]:
         """One identity and its images (source path, sha256, face details, time)."""
         name = check_name(name)
         with self.store.guard():
-            return self.store.show(name)
+            return self.rows.show(name)
 
     def embeddings(self, name: str) -> np.ndarray:
         """The stored (N, D) float32 embeddings of one identity."""
         name = check_name(name)
         with self.store.guard():
-            return self.store.embeddings(name)
+            return self.rows.embeddings(name)
 
     def stats(self) -> dict[str, Any]:
         """Counts, model, index state, schema version, timestamps and sizes on disk."""
         store = self.store
         with store.guard():
             record = store.model()
-            identities, images = store.counts()
+            identities, images = self.rows.counts()
             stats = {
                 "gallery": str(self.path),
                 "identities": identities,

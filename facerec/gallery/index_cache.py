@@ -26,6 +26,7 @@ from facerec import faults
 from facerec.errors import GalleryError
 from facerec.files import atomic_write
 from facerec.gallery import index as faiss_index
+from facerec.gallery.rows import GalleryRows
 from facerec.gallery.store import GalleryStore, now
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,11 @@ INDEX_META_FILE = "index.json"
 
 
 class IndexCache:
-    """The index file of ``store``'s directory, plus the copy in memory of the generation it was made for."""
+    """The index file of ``store``'s directory (built from ``rows``), plus the copy in memory of its generation."""
 
-    def __init__(self, store: GalleryStore) -> None:
+    def __init__(self, store: GalleryStore, rows: GalleryRows) -> None:
         self.store = store
+        self.rows = rows
         self._index: Any = None
         self._generation: int | None = None
 
@@ -91,7 +93,7 @@ class IndexCache:
         """An index of every stored vector (None while the gallery has no model yet)."""
         settings = settings or self.store.index_settings()
         dim = self.store.meta("embedding_dim")
-        ids, vectors = self.store.vectors()
+        ids, vectors = self.rows.vectors()
         log.info("gallery %s: building a %s index over %d vectors", self.store.path, settings["kind"], len(ids))
         index = faiss_index.build_index(vectors.reshape(-1, int(dim or 1)), ids, settings["kind"], **settings["params"])
         return None if dim is None else index
