@@ -2,9 +2,10 @@
 
 ``gallery.sqlite`` holds identities, images (source path, sha256, face details, float32
 embedding) and a ``meta`` table (model, index settings, a generation counter bumped by
-every committed change); ``rows.GalleryRows`` reads and writes the first two. ``gallery.lock`` is the ``fcntl.flock`` target that serialises
-writers across processes: shared while reading, exclusive while writing. The store
-knows nothing of FAISS; ``index_cache.IndexCache`` derives the index from it.
+every committed change); ``rows.GalleryRows`` reads and writes the first two.
+``gallery.lock`` is the ``fcntl.flock`` target that serialises writers across
+processes: shared while reading, exclusive while writing. The store knows nothing of
+FAISS; ``index_cache.IndexCache`` derives the index from it.
 """
 
 from __future__ import annotations
