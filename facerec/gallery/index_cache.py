@@ -156,7 +156,7 @@ class IndexCache:
         try:  # bad parameters fail here, before anything is saved
             index = self.build(settings)
         except ValueError as exc:
-            raise GalleryError(str(exc)) from None
+            raise GalleryError(str(exc)) from exc
         if kind is not None:
             with self.store.transaction():
                 self.store.set_meta(index_kind=kind, index_params=params)

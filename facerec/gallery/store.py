@@ -115,7 +115,7 @@ class GalleryStore:
             conn.execute("PRAGMA secure_delete = ON")  # erased rows are overwritten, not just unlinked
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{self.db_path} is corrupt or not a gallery database ({exc})") from None
+            raise GalleryError(f"{self.db_path} is corrupt or not a gallery database ({exc})") from exc
         return conn
 
     def _schema_version(self) -> int:
@@ -125,7 +125,7 @@ class GalleryStore:
             version = int(self.scalar("PRAGMA user_version"))
             tables = self.scalar("SELECT count(*) FROM sqlite_master")
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{self.db_path} is corrupt or not a gallery database ({exc})") from None
+            raise GalleryError(f"{self.db_path} is corrupt or not a gallery database ({exc})") from exc
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise GalleryError(f"{self.db_path} is an SQLite database of another application, not a facerec gallery")
         if version > SCHEMA_VERSION:
@@ -163,11 +163,11 @@ class GalleryStore:
                 try:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
+                except BlockingIOError as exc:
                     if time.monotonic() > deadline:
                         raise GalleryError(
                             f"gallery {self.path} is locked by another process for over {self.lock_timeout:g} s"
-                        ) from None
+                        ) from exc
                     time.sleep(0.01)
             yield
         finally:
@@ -191,7 +191,7 @@ class GalleryStore:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"gallery database {self.db_path}: {exc}") from None
+            raise GalleryError(f"gallery database {self.db_path}: {exc}") from exc
 
     def connection(self) -> sqlite3.Connection:
         if self._conn is None:
