@@ -11,6 +11,10 @@
    at the kill with all of its photos (no half identity), and answer a search whose
    top hit for an enrolled photo is that photo's identity (the index is rebuilt if
    the kill left it stale).
+3. For each named fault point an enrollment passes through (``facerec.faults``: inside
+   the transaction, after the commit, while the index file is saved, before its
+   sidecar), ``facerec enroll --from-dir`` runs with ``FACEREC_FAULT`` set and dies
+   by SIGKILL exactly there; the same checks follow.
 Prints a JSON report and logs it to MLflow (experiment ``facerec-benchmarks``).
 """
 
@@ -30,6 +34,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from facerec import faults
 from facerec.data.datasets import group_by_identity, read_identity_folder, sample_root
 from facerec.gallery.gallery import DB_FILE, Gallery
 
@@ -37,6 +42,9 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "facerec-benchmarks"
 MODEL = ["--model", "resnet18", "--pretrained", "none", "--input-size", "64"]
+#: Fault points of ``enroll --from-dir`` and the visit to kill at: the 2nd identity's commit; the index
+#: is written once, at the end of the run.
+ENROLL_FAULTS = {"enroll-in-transaction": 2, "enroll-committed": 2, "index-save": 1, "index-sidecar": 1}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,6 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-process", type=int, default=10, help="identities per concurrent process")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--per-kill", type=int, default=8, help="identities offered to each killed process")
+    parser.add_argument("--no-fault-points", action="store_true", help="skip the kills at named fault points")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-mlflow", action="store_true")
     return parser.parse_args(argv)
@@ -182,18 +191,48 @@ def kills(groups, names, work: Path, args) -> list[dict]:
     return rounds
 
 
+def fault_kills(groups, names, work: Path, args) -> list[dict]:
+    """One enrollment per named fault point, SIGKILLed there; the gallery must come through whole."""
+    gallery = work / "faults"
+    rounds = []
+    for round_, (point, visit) in enumerate(ENROLL_FAULTS.items()):
+        chunk = names[round_ * args.per_kill : (round_ + 1) * args.per_kill]
+        folder = subset(groups, chunk, work / f"fault{round_}")
+        before = committed(gallery)
+        env = {**os.environ, faults.ENV: f"{point}:{visit}"}
+        done = subprocess.run(enroll_cmd(folder, gallery), env=env, capture_output=True, text=True)
+        state = check(gallery, groups)
+        # identities of this run that must have survived: those committed before the fatal point
+        survivors = {"enroll-in-transaction": visit - 1, "enroll-committed": visit}.get(point, len(chunk))
+        ok = (
+            done.returncode == -signal.SIGKILL
+            and state["identities"] == before + survivors
+            and state["integrity"] == "ok"
+            and not state["partial"]
+            and not state["search_errors"]
+            and state["index_fresh_after"]
+        )
+        state = {k: v for k, v in state.items() if k != "present"}
+        rounds.append(
+            {"point": point, "visit": visit, "ok": ok, "exit": done.returncode, "survivors": survivors, **state}
+        )
+        log.info("fault %s: %s", point, rounds[-1])
+    return rounds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     groups = group_by_identity(read_identity_folder(args.data or sample_root()))
     names = sorted(groups)
-    needed = max(args.processes * args.per_process, args.kills * args.per_kill)
+    needed = max(args.processes * args.per_process, max(args.kills, len(ENROLL_FAULTS)) * args.per_kill)
     if len(names) < needed:
         raise SystemExit(f"need {needed} identities, {args.data or sample_root()} has {len(names)}")
     with tempfile.TemporaryDirectory(prefix="facerec-stress-") as tmp:
         work = Path(tmp)
         report = {"concurrent": concurrent(groups, names, work, args), "kills": kills(groups, names, work, args)}
-    report["ok"] = report["concurrent"]["ok"] and all(r["ok"] for r in report["kills"])
+        report["fault_kills"] = [] if args.no_fault_points else fault_kills(groups, names, work, args)
+    report["ok"] = report["concurrent"]["ok"] and all(r["ok"] for r in report["kills"] + report["fault_kills"])
     report["load_avg_1m"] = os.getloadavg()[0]
     print(json.dumps(report, indent=2))
     if not args.no_mlflow:
@@ -213,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "concurrent_seconds": report["concurrent"]["seconds"],
                     "kills_ok": float(sum(r["ok"] for r in report["kills"])),
                     "kills": float(len(report["kills"])),
+                    "fault_kills_ok": float(sum(r["ok"] for r in report["fault_kills"])),
+                    "fault_kills": float(len(report["fault_kills"])),
                 }
             )
             mlflow.log_dict(report, "gallery_stress.json")

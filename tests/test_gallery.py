@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -14,9 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facerec import faults
 from facerec.errors import GalleryError, ModelMismatchError
 from facerec.gallery import gallery as gallery_module
+from facerec.gallery import index as faiss_index
 from facerec.gallery.gallery import Gallery, ModelRecord, NewImage, check_name, default_gallery_dir
+from facerec.gallery.index_cache import IndexCache
+from facerec.gallery.rows import GalleryRows
 
 DIM = 16
 MODEL = ModelRecord("toy/16d/aaaa", DIM, {"model": "toy", "pretrained": "none"})
@@ -96,15 +101,15 @@ def test_other_model_is_refused(gallery):
 
 def test_identity_is_all_or_nothing(gallery, monkeypatch):
     before = snapshot(gallery)
-    original = Gallery._insert_identity
+    original = GalleryRows.insert_identity
 
-    def failing(self, conn, name, images):
-        result = original(self, conn, name, images)
+    def failing(self, name, images):
+        result = original(self, name, images)
         if name == "dave":
             raise RuntimeError("disk on fire")  # after carol's and dave's rows were inserted
         return result
 
-    monkeypatch.setattr(Gallery, "_insert_identity", failing)
+    monkeypatch.setattr(GalleryRows, "insert_identity", failing)
     with Gallery(gallery) as g, pytest.raises(RuntimeError):
         g.enroll([("carol", [image("c1")]), ("dave", [image("d1"), image("d2")])], MODEL)
     assert snapshot(gallery) == before
@@ -154,7 +159,7 @@ def test_index_cache_is_rebuilt(gallery, damage):
 
 
 def test_crash_after_commit_before_index(gallery, monkeypatch):
-    monkeypatch.setattr(Gallery, "_update_index", lambda self, previous, change, write=True: None)
+    monkeypatch.setattr(IndexCache, "update", lambda self, previous, change, write=True: None)
     with Gallery(gallery) as g:
         g.enroll([("carol", [image("c1")])], MODEL)  # committed; index left behind (stale)
     monkeypatch.undo()
@@ -235,14 +240,11 @@ def test_names_and_default_location(monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------- processes
-def _enroll_many(path: str, prefix: str, count: int, images: int, log_path: str | None = None) -> None:
+def _enroll_many(path: str, prefix: str, count: int, images: int) -> None:
     with Gallery(path, create=True) as g:
         for i in range(count):
             name = f"{prefix}{i:03d}"
             g.enroll([(name, [image(f"{name}-{j}") for j in range(images)])], MODEL)
-            if log_path:  # tell the parent what is committed
-                with open(log_path, "a") as f:
-                    f.write(name + "\n")
 
 
 def test_four_processes_enroll_at_once(tmp_path):
@@ -261,27 +263,117 @@ def test_four_processes_enroll_at_once(tmp_path):
         assert g.search(vector("p3-014-2")[None], 1)[0][0].identity == "p3-014"
 
 
-def test_sigkill_mid_enrollment_keeps_committed_identities(tmp_path):
-    path, log_path = str(tmp_path / "g"), str(tmp_path / "committed.txt")
-    ctx = mp.get_context("spawn")
-    for round_ in range(3):
-        proc = ctx.Process(target=_enroll_many, args=(path, f"r{round_}-", 10_000, 4, log_path))
-        proc.start()
+def _remove(path: str, name: str) -> None:
+    with Gallery(path) as g:
+        g.remove(name)
+
+
+def _hold_lock(path: str, ready: str) -> None:
+    """Hold the gallery's exclusive lock (as a writer stuck in a long step would) until killed."""
+    fd = os.open(Path(path) / gallery_module.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    Path(ready).touch()
+    time.sleep(120)
+
+
+def run_killed(monkeypatch, fault: str, target, *args) -> None:
+    """Run ``target(*args)`` in a fresh process armed with ``FACEREC_FAULT=fault``; it must die by SIGKILL."""
+    monkeypatch.setenv(faults.ENV, fault)  # read by the child's facerec.faults at import
+    proc = mp.get_context("spawn").Process(target=target, args=args)
+    proc.start()
+    proc.join(120)
+    monkeypatch.delenv(faults.ENV)
+    assert proc.exitcode == -signal.SIGKILL, f"the child was not killed at {fault} (exit code {proc.exitcode})"
+
+
+def leftover_temp_files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.glob(".*.tmp"))
+
+
+def assert_intact(path: Path, expected: dict[str, int]) -> None:
+    """The database passes integrity_check and holds exactly ``expected`` (name: images); after one search
+    the index file is fresh again and holds exactly the database's image ids, each finding its identity."""
+    with sqlite3.connect(path / gallery_module.DB_FILE) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        db_ids = [r[0] for r in conn.execute("SELECT id FROM images ORDER BY id")]
+    with Gallery(path) as g:
+        assert {i["name"]: i["images"] for i in g.identities()} == expected
+        for name in expected:
+            assert g.search(g.embeddings(name)[-1:], 1)[0][0].identity == name
+        assert g.index_is_fresh()
+    on_disk = faiss_index.read_index(path / gallery_module.INDEX_FILE)
+    assert faiss_index.index_ids(on_disk).tolist() == db_ids
+
+
+# (fault point, identities committed when the 3rd enrollment dies there, index file fresh after the kill)
+KILLS = [
+    ("enroll-in-transaction", 2, True),  # rolled back: the index of the 2nd commit still matches
+    ("enroll-committed", 3, False),  # committed, index not updated
+    ("index-save", 3, False),  # temporary index file written, not renamed: left behind
+    ("index-sidecar", 3, False),  # new index renamed in, old sidecar: it does not vouch for it
+]
+
+
+@pytest.mark.parametrize(("fault", "committed", "fresh"), KILLS, ids=[k[0] for k in KILLS])
+def test_a_sigkill_at_any_point_of_an_enrollment_loses_nothing_committed(
+    tmp_path, monkeypatch, fault, committed, fresh
+):
+    path = tmp_path / "g"
+    run_killed(monkeypatch, f"{fault}:3", _enroll_many, str(path), "p", 10, 4)
+    with Gallery(path) as g:
+        assert g.index_is_fresh() == fresh
+    temp = leftover_temp_files(path)  # the dead writer's .index.faiss.PID.tmp, only when killed while saving
+    assert [name.split(".")[1] for name in temp] == (["index"] if fault == "index-save" else [])
+    assert_intact(path, {f"p{i:03d}": 4 for i in range(committed)})
+    # the next writer enrolls as usual and sweeps the dead writer's temporary file
+    with Gallery(path) as g:
+        g.enroll([("next", [image("next-1")])], MODEL)
+    assert leftover_temp_files(path) == []
+    assert_intact(path, {**{f"p{i:03d}": 4 for i in range(committed)}, "next": 1})
+
+
+def test_a_sigkill_mid_removal_keeps_the_identity_whole(gallery, monkeypatch):
+    run_killed(monkeypatch, "remove-in-transaction", _remove, str(gallery), "alice")
+    assert_intact(gallery, {"alice": 2, "bob": 1})
+
+
+def test_a_stale_temporary_index_file_is_cleaned_and_data_kept(gallery):
+    stale = [gallery / f".{gallery_module.INDEX_FILE}.424242.tmp", gallery / f".{gallery_module.INDEX_META_FILE}.1.tmp"]
+    for f in stale:
+        f.write_bytes(b"half a file from a killed writer")
+    with Gallery(gallery) as g:
+        g.enroll([("carol", [image("c1")])], MODEL)
+    assert not any(f.exists() for f in stale)
+    assert_intact(gallery, {"alice": 2, "bob": 1, "carol": 1})
+
+
+def test_a_held_lock_times_out_with_a_clear_error_and_is_freed_when_its_holder_dies(gallery, tmp_path):
+    before = snapshot(gallery)
+    ready = tmp_path / "ready"
+    holder = mp.get_context("spawn").Process(target=_hold_lock, args=(str(gallery), str(ready)))
+    holder.start()
+    try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (
-            not os.path.exists(log_path) or len(Path(log_path).read_text().split()) < 5 * (round_ + 1)
-        ):
-            time.sleep(0.05)
-        time.sleep(0.05 * round_)  # land at a different point of a transaction each round
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join()
-        committed = set(Path(log_path).read_text().split())
-        with Gallery(path) as g:
-            present = {i["name"]: i["images"] for i in g.identities()}
-            assert committed <= set(present)  # every identity reported committed is there
-            assert set(present.values()) == {4}  # and none is half enrolled
-            for name in sorted(committed)[-3:]:
-                assert g.search(vector(f"{name}-1")[None], 1)[0][0].identity == name
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started = time.monotonic()
+        with pytest.raises(GalleryError, match=r"locked by another process for over 0.3 s"):
+            Gallery(gallery, lock_timeout=0.3)
+        assert time.monotonic() - started < 5
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # flock dies with its process: no stale lock to clear by hand
+        holder.join()
+    assert snapshot(gallery) == before
+    with Gallery(gallery, lock_timeout=5) as g:
+        g.enroll([("carol", [image("c1")])], MODEL)
+    assert_intact(gallery, {"alice": 2, "bob": 1, "carol": 1})
+
+
+def test_fault_points_are_named_and_counted():
+    assert faults._parse(None) == (None, 0)
+    assert faults._parse("index-save:2") == ("index-save", 2)
+    with pytest.raises(ValueError, match="unknown fault point"):
+        faults._parse("index-sav")
 
 
 def test_deferred_index_for_bulk_enrollment(gallery):

@@ -162,3 +162,87 @@ def test_enroll_folder_commits_each_identity_and_skips_errors(make, sample_dir, 
         assert sum(len(r.skipped) for r in results) == 4  # the first run's photos: duplicates, not re-added
         vectors = np.stack([rec._open_gallery().embeddings(n)[0] for n in counts])
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+
+
+# ---------------------------------------------------------------- bulk enrollment (enroll --from-dir)
+def people_folder(root: Path, sample_dir: Path, photos: dict[str, int]) -> Path:
+    """``root/<identity>/<n>.jpg`` linking to the sample's first photos of each identity."""
+    for name, count in photos.items():
+        (root / name).mkdir(parents=True)
+        for n in range(1, count + 1):
+            (root / name / f"{n}.jpg").symlink_to(photo(sample_dir, name, n))
+    return root
+
+
+def recording(monkeypatch, owner, method: str) -> list:
+    """Wrap ``owner.method`` to record its first argument on each call."""
+    calls, original = [], getattr(owner, method)
+
+    def wrapper(self, first, *args, **kwargs):
+        calls.append(first)
+        return original(self, first, *args, **kwargs)
+
+    monkeypatch.setattr(owner, method, wrapper)
+    return calls
+
+
+def test_enroll_folder_batches_across_identities_with_the_same_results_as_one_identity_at_a_time(
+    make, sample_dir, tmp_path, monkeypatch
+):
+    counts = {"Aaron_Peirsol": 3, "Ashanti": 2, "Bob_Hope": 3, "Colin_Montgomerie": 2}
+    root = people_folder(tmp_path / "people", sample_dir, counts)
+    batches = recording(monkeypatch, FaceRecognizer, "prepare")
+    with make(batch_size=4, gallery=tmp_path / "bulk") as rec:
+        results, failed = rec.enroll_folder(root)
+        bulk = {name: rec._open_gallery().embeddings(name) for name in counts}
+        bulk_faces = {name: [im["face"]["box"] for im in rec.show(name)["images"]] for name in counts}
+    assert not failed and [r.identity for r in results] == list(counts)
+    # 10 photos in batches of 4: detection and embedding ran on photos of several identities at once
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert {Path(p).parent.name for p in batches[0]} == {"Aaron_Peirsol", "Ashanti"}
+    with make(gallery=tmp_path / "single") as rec:
+        for name in counts:
+            rec.enroll(name, sorted((root / name).iterdir()))
+        for name in counts:
+            np.testing.assert_allclose(rec._open_gallery().embeddings(name), bulk[name], atol=1e-4)
+            boxes = [im["face"]["box"] for im in rec.show(name)["images"]]
+            np.testing.assert_allclose(boxes, bulk_faces[name], atol=0.5)
+
+
+def test_enroll_folder_commits_each_identity_in_its_own_transaction(make, sample_dir, tmp_path, monkeypatch):
+    from facerec.gallery.gallery import Gallery
+
+    root = people_folder(tmp_path / "people", sample_dir, {"Aaron_Peirsol": 2, "Ashanti": 2, "Bob_Hope": 2})
+    commits = recording(monkeypatch, Gallery, "enroll")
+    with make(batch_size=32) as rec:  # all six photos in one batch
+        rec.enroll_folder(root)
+        assert [[name for name, _ in batch] for batch in commits] == [["Aaron_Peirsol"], ["Ashanti"], ["Bob_Hope"]]
+        stats = rec.stats()
+    assert stats["generation"] == 3 and stats["images"] == 6  # one committed change per identity
+    assert stats["index_fresh"]  # written once at the end
+
+
+def test_a_bad_photo_in_one_identity_does_not_stop_the_others(make, sample_dir, tmp_path):
+    root = people_folder(tmp_path / "people", sample_dir, {"Aaron_Peirsol": 2, "Ashanti": 2, "Bob_Hope": 2})
+    Image.new("RGB", (250, 250), (128, 128, 128)).save(root / "Ashanti" / "0.jpg")  # a wall: no face
+    with make(batch_size=3) as rec:
+        results, failed = rec.enroll_folder(root, skip_errors=True)
+        assert [(f["identity"], Path(f["image"]).name) for f in failed] == [("Ashanti", "0.jpg")]
+        assert "no face found" in failed[0]["error"]
+        assert {i["name"]: i["images"] for i in rec.identities()} == {"Aaron_Peirsol": 2, "Ashanti": 2, "Bob_Hope": 2}
+        assert [len(r.added) for r in results] == [2, 2, 2]
+
+
+def test_enroll_from_dir_passes_threads_to_the_detector_and_counts_limited_photos(sample_dir, tmp_path, monkeypatch):
+    from facerec.cli import main
+    from facerec.faces import detect
+
+    root = people_folder(tmp_path / "people", sample_dir, {"Aaron_Peirsol": 2, "Ashanti": 1, "Bob_Hope": 2})
+    configs = recording(monkeypatch, detect.FaceDetector, "__init__")
+    model = ["--model", "resnet18", "--pretrained", "none", "--input-size", "64"]
+    gallery = ["--gallery", str(tmp_path / "g")]
+    code = main(["-q", "enroll", "--from-dir", str(root), "--limit", "2", "--threads", "1", *gallery, *model])
+    assert code == 0
+    assert [c.threads for c in configs] == [1]
+    with FaceRecognizer(gallery=tmp_path / "g") as rec:
+        assert {i["name"]: i["images"] for i in rec.identities()} == {"Aaron_Peirsol": 2, "Ashanti": 1}

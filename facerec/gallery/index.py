@@ -201,8 +201,11 @@ def index_ids(index: faiss.Index) -> np.ndarray:
 def write_index(index: faiss.Index, path: str | Path) -> Path:
     """Write with ``faiss.write_index`` to a temporary file, fsync, then rename over ``path``."""
     path = Path(path)
+    from facerec import faults  # crash tests kill the process here: temporary file written, not renamed
+
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
+        faults.point("index-save")
     return path
 
 

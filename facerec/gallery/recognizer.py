@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from facerec.data.datasets import group_by_identity, read_identity_folder
 from facerec.data.images import load_image
 from facerec.errors import FacerecError, GalleryError, ModelError, NoFaceError
 from facerec.faces.config import FACE_CHOICES
 from facerec.faces.detect import DetectorConfig, FaceDetector
+from facerec.gallery.enrollment import FolderEnrollment, identity_folders
 from facerec.gallery.gallery import (
     DB_FILE,
     EnrollOutcome,
@@ -138,7 +138,8 @@ class FaceRecognizer:
     gallery was enrolled with. ``gallery``: a gallery directory (default: the per-user
     one). ``face``: which face of a photo with several (``central`` or ``largest``).
     ``detect=False`` treats inputs as face crops already. ``threshold`` overrides the
-    model's calibrated one.
+    model's calibrated one. ``batch_size``: photos per detection/embedding batch;
+    ``threads``: torch threads while detecting (0: torch's default).
     """
 
     def __init__(
@@ -154,6 +155,7 @@ class FaceRecognizer:
         detector: FaceDetector | DetectorConfig | None = None,
         threshold: float | None = None,
         batch_size: int = 32,
+        threads: int = 0,
     ) -> None:
         if face not in FACE_POLICIES:
             raise FacerecError(f"unknown face policy {face!r}; choose {' or '.join(FACE_POLICIES)}")
@@ -162,6 +164,7 @@ class FaceRecognizer:
         self.detect = detect
         self.threshold = threshold
         self.batch_size = batch_size
+        self.threads = threads  # torch threads while detecting (0: torch's default)
         self.device = device
         self._model_args = {"pretrained": pretrained, "input_size": input_size}
         self._model = model
@@ -219,7 +222,10 @@ class FaceRecognizer:
                 self._detector = arg
             else:
                 config = arg or DetectorConfig(
-                    image_size=self.embedder.input_size, device=self.device, batch_size=self.batch_size
+                    image_size=self.embedder.input_size,
+                    device=self.device,
+                    batch_size=self.batch_size,
+                    threads=self.threads,
                 )
                 self._detector = FaceDetector(config)
         return self._detector
@@ -343,49 +349,27 @@ class FaceRecognizer:
     ) -> tuple[list[EnrollResult], list[dict[str, str]]]:
         """Enroll ``root/<identity>/*`` (one subfolder per identity); each identity is one transaction.
 
-        Photos are embedded in batches across identities; identities are committed as soon as all
-        their photos are done. A bad photo stops the run (identities committed before it stay),
-        unless ``skip_errors``: then it is skipped and reported. ``progress(n)`` is called per batch.
-        Returns the per-identity results and the skipped photos.
+        Photos are detected and embedded in batches across identities (see ``enrollment``); an
+        identity is committed as soon as all its photos are done. A bad photo stops the run
+        (identities committed before it stay), unless ``skip_errors``: then it is skipped and
+        reported. ``progress(n)`` is called per batch. Returns the per-identity results and the
+        skipped photos.
         """
-        groups = group_by_identity(read_identity_folder(root))
-        names = sorted(groups)[:limit]
-        if not names:
-            raise FacerecError(f"{root} holds no identity folders with images")
+        folders = identity_folders(root, limit)
         if self._gallery_exists():
             self._checked_gallery()
-        queue = [(check_name(n), r.path) for n in names for r in groups[n]]
-        remaining = {n: len(groups[n]) for n in names}
-        pending: dict[str, list[Prepared]] = {n: [] for n in names}
-        results: list[EnrollResult] = []
-        failed: list[dict[str, str]] = []
-        step = max(self.batch_size * 4, 1)
-        for start in range(0, len(queue), step):
-            chunk = queue[start : start + step]
-            ready: list[tuple[str, list[Prepared]]] = []  # identities whose photos are all done
-            for (name, _), item in zip(chunk, self.prepare([p for _, p in chunk])):
-                if item.error is not None and not skip_errors:  # keep the identities finished so far, then stop
-                    results.extend(self._commit(ready) if ready else [])
-                    if self._gallery is not None:
-                        self._gallery.flush_index()
-                    raise type(item.error)(
-                        f"{item.error} (stopped; {len(results)} identities enrolled before it; "
-                        "--skip-errors skips bad photos)"
-                    )
-                if item.error is not None:
-                    failed.append({"image": str(item.path), "identity": name, "error": str(item.error)})
-                else:
-                    pending[name].append(item)
-                remaining[name] -= 1
-                if remaining[name] == 0 and pending[name]:
-                    ready.append((name, pending.pop(name)))
-            if ready:
-                results.extend(self._commit(ready, defer_index=True))
-            if progress:
-                progress(len(chunk))
+        return FolderEnrollment(
+            self.prepare,
+            lambda name, items: self._commit([(name, items)], defer_index=True)[0],
+            self._flush_index,
+            self.batch_size,
+            skip_errors,
+            progress,
+        ).run(folders)
+
+    def _flush_index(self) -> None:
         if self._gallery is not None:
             self._gallery.flush_index()
-        return results, failed
 
     def _commit(self, batches: list[tuple[str, list[Prepared]]], defer_index: bool = False) -> list[EnrollResult]:
         outcomes: list[EnrollOutcome] = self._open_gallery(create=True).enroll(

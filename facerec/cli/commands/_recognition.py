@@ -86,4 +86,5 @@ def recognizer_from_args(args: argparse.Namespace):  # -> FaceRecognizer (lazy i
         detect=getattr(args, "detect", True),
         threshold=getattr(args, "threshold", None),
         batch_size=getattr(args, "batch_size", 32),
+        threads=getattr(args, "threads", 0),
     )

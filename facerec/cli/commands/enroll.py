@@ -4,7 +4,9 @@
   facerec enroll --from-dir DIR [--gallery DIR]     one subfolder per identity (one transaction each)
 
 Raw photos go through the face detector; a photo without a face is an error
-(with --from-dir, --skip-errors skips and reports it instead). A photo already
+(with --from-dir, --skip-errors skips and reports it instead). With --from-dir the
+photos of many identities are detected and embedded together, --batch-size at a
+time, and each identity is committed as soon as its photos are done. A photo already
 in the gallery (same file content) is skipped, never stored twice.
 """
 
@@ -29,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-dir", metavar="DIR", help="enroll every subfolder of DIR as an identity")
     parser.add_argument("--skip-errors", action="store_true", help="--from-dir: skip unreadable or faceless photos")
     parser.add_argument("--limit", type=int, default=None, help="--from-dir: only the first N identities (by name)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads for face detection (0: torch's default)"
+    )
     add_gallery_argument(parser)
     add_face_arguments(parser)
     add_gallery_model_arguments(parser)
@@ -49,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
     failed: list[dict[str, str]] = []
     with recognizer_from_args(args) as recognizer:
         if args.from_dir:
-            from facerec.data.datasets import read_identity_folder
+            from facerec.gallery.enrollment import identity_folders
 
-            total = len(read_identity_folder(args.from_dir)) if args.limit is None else None
-            with tqdm(total=total, unit="img", desc="enroll", disable=None) as bar:
+            total = sum(len(paths) for _, paths in identity_folders(args.from_dir, args.limit))
+            # photos across identities share batches; the bar shows images/s and the ETA
+            with tqdm(total=total, unit="img", desc="enroll", disable=None, dynamic_ncols=True) as bar:
                 results, failed = recognizer.enroll_folder(
                     args.from_dir, skip_errors=args.skip_errors, progress=bar.update, limit=args.limit
                 )
