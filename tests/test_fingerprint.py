@@ -120,3 +120,15 @@ def test_trained_weights_get_a_new_fingerprint_and_never_overwrite_the_cached_on
     loaded.invalidate_fingerprint()
     assert loaded.fingerprint != before
     assert load_model_dir(path).fingerprint == before
+
+
+@pytest.mark.parametrize("name", ["resnet18", "clip-vit-b-32"])
+def test_a_model_directory_loads_exactly_its_weights_without_paying_for_random_init(tmp_path, name):
+    model = create_embedder(name, pretrained="none", input_size=64, embedding_dim=32, head="linear", seed=3)
+    loaded = load_model_dir(save_model_dir(model, tmp_path / "model"))
+    batch = torch.rand(2, 3, 64, 64)
+    assert (model.embed(batch) == loaded.embed(batch)).all()
+    assert fingerprints.hash_state(loaded) == model.fingerprint
+    # the skipped initialisation stays inside the load: a model built afterwards is initialised as before
+    again = create_embedder(name, pretrained="none", input_size=64, embedding_dim=32, head="linear", seed=3)
+    assert fingerprints.hash_state(again) == model.fingerprint
