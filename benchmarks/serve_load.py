@@ -11,7 +11,7 @@ endpoint is hit by C clients (asyncio + httpx, one connection each) until
 ``--requests`` answers or ``--seconds`` have passed, whichever comes first; the whole
 run also stops at ``--max-total-seconds``. Photos are the embedded LFW sample (raw
 250x250, with face detection), so a request is decode + MTCNN + embedding (+ search).
-The mean embedding batch comes from the server's own ``/metrics``. Clients share the
+Mean detection and embedding batch sizes come from the server's own ``/metrics``. Clients share the
 CPU with the server: on a 2-core machine they take a part of it. Target: warm
 identify p50 <= 150 ms at 1 client with the default model. Printed and logged to
 MLflow (experiment ``facerec-benchmarks``).
@@ -44,7 +44,7 @@ log = logging.getLogger("benchmarks.serve_load")
 
 EXPERIMENT = "facerec-benchmarks"
 TARGET_IDENTIFY_P50_MS = 150.0
-BATCH_LINE = re.compile(r"^facerec_embed_batch_size_(sum|count) ([0-9.e+]+)$", re.M)
+BATCH_LINE = re.compile(r'^facerec_batch_size_(sum|count)\{stage="(\w+)"\} ([0-9.e+]+)$', re.M)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -123,10 +123,16 @@ def enroll(url: str, people: list[tuple[str, list[Path]]]) -> None:
             response.raise_for_status()
 
 
-def batch_stats(url: str) -> tuple[float, float]:
+def batch_stats(url: str) -> dict[tuple[str, str], float]:
+    """The server's batch-size histogram sums and counts per stage: {(sum|count, detect|embed): value}."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    values = {k: float(v) for k, v in BATCH_LINE.findall(text)}
-    return values.get("sum", 0.0), values.get("count", 0.0)
+    return {(kind, stage): float(value) for kind, stage, value in BATCH_LINE.findall(text)}
+
+
+def mean_batch(before: dict, after: dict, stage: str) -> float:
+    items = after.get(("sum", stage), 0.0) - before.get(("sum", stage), 0.0)
+    calls = after.get(("count", stage), 0.0) - before.get(("count", stage), 0.0)
+    return items / calls if calls else float("nan")
 
 
 async def cell(url: str, endpoint: str, clients: int, queries: list[Path], args: argparse.Namespace) -> dict:
@@ -162,7 +168,6 @@ async def cell(url: str, endpoint: str, clients: int, queries: list[Path], args:
     await asyncio.gather(*(client_loop() for _ in range(clients)))
     wall = time.perf_counter() - start
     after = batch_stats(url)
-    crops, batches = after[0] - before[0], after[1] - before[1]
     ms = np.array(latencies) * 1000
     return {
         "requests": len(latencies),
@@ -170,7 +175,8 @@ async def cell(url: str, endpoint: str, clients: int, queries: list[Path], args:
         "rps": len(latencies) / wall if wall else 0.0,
         "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
         "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
-        "mean_batch": crops / batches if batches else float("nan"),
+        "mean_embed_batch": mean_batch(before, after, "embed"),
+        "mean_detect_batch": mean_batch(before, after, "detect"),
     }
 
 
@@ -219,9 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["identify_c1_p50_ms"] = warm["p50_ms"]
         summary["identify_c1_meets_target"] = warm["p50_ms"] <= TARGET_IDENTIFY_P50_MS
     print(json.dumps(summary, indent=2))
-    print("\ncell                        rps    p50 ms   p99 ms  mean batch")
+    print("\ncell                         rps   p50 ms   p99 ms  detect batch  embed batch")
     for name, r in results.items():
-        print(f"{name:26s} {r['rps']:6.2f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['mean_batch']:8.2f}")
+        print(
+            f"{name:26s} {r['rps']:6.2f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
+            f"{r['mean_detect_batch']:12.2f} {r['mean_embed_batch']:12.2f}"
+        )
     if not args.no_mlflow:
         import mlflow
 

@@ -192,7 +192,7 @@ def test_metrics_count_requests_and_time_them_by_route(reader, server):
     text = reader.get("/metrics").text
     assert 'facerec_http_requests_total{method="GET",route="/v1/identities",status="200"}' in text
     assert 'facerec_http_request_seconds_bucket{le="0.1",method="GET",route="/v1/identities"}' in text
-    assert "facerec_embed_batch_size_count" in text
+    assert 'facerec_batch_size_count{stage="embed"}' in text
 
 
 # ------------------------------------------------------------------ auth
@@ -365,7 +365,7 @@ def test_requests_arriving_together_are_embedded_as_one_batch():
         batcher = MicroBatcher(embed, ThreadPoolExecutor(1), max_batch=max_batch, max_wait_s=0.05)
         batcher.start()
         try:
-            return await asyncio.gather(*(batcher.embed([i, i + 100]) for i in range(5)))
+            return await asyncio.gather(*(batcher.run([i, i + 100]) for i in range(5)))
         finally:
             await batcher.stop()
 
@@ -388,8 +388,8 @@ def test_a_failing_batch_fails_its_requests_and_the_batcher_goes_on():
         batcher.start()
         try:
             with pytest.raises(ValueError):
-                await batcher.embed(["bad"])
-            assert (await batcher.embed(["good"])).shape == (1, 1)
+                await batcher.run(["bad"])
+            assert (await batcher.run(["good"])).shape == (1, 1)
         finally:
             await batcher.stop()
 

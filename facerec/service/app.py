@@ -60,17 +60,18 @@ class RequestSizeLimit:
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     metrics = Metrics()
-    engine = Engine(settings, metrics.observe_batch)
+    engine = Engine(settings, metrics)
     keys = KeyStore(settings.keys_file or default_keys_path(settings.gallery_path))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.to_thread(engine.load)
-        engine.batcher.start()
+        if engine.model is None:  # not loaded before the server started (facerec serve does, to fail in one line)
+            await asyncio.to_thread(engine.load)
+        await engine.start()
         try:
             yield
         finally:
-            await engine.batcher.stop()
+            await engine.stop()
             engine.close()
 
     app = FastAPI(
@@ -82,9 +83,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.state.engine, app.state.keys, app.state.metrics, app.state.settings = engine, keys, metrics, settings
     errors.install(app)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     # a whole enrollment request: every file at the limit, plus the multipart overhead
     app.add_middleware(RequestSizeLimit, limit=settings.max_upload_bytes * settings.max_files + (1 << 20))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: it sees every answer
 
     async def bounded(work: Awaitable[T]) -> T:
         try:

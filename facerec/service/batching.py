@@ -1,10 +1,12 @@
-"""Micro-batching: face crops of requests that arrive together are embedded in one model call.
+"""Micro-batching: items of requests that arrive together go through one model call.
+
+Used twice per worker: photos -> MTCNN (detection) and face crops -> the embedder.
 
 The first request of a batch waits up to ``max_wait_s`` for others (or until
-``max_batch`` crops are queued); while a batch is being embedded, new requests queue
-up and form the next one, so under load batches grow by themselves. Embedding runs in
-its own thread (``executor``): the event loop never blocks. ``max_batch=1`` embeds
-each request on its own (the baseline the benchmark compares against).
+``max_batch`` items are queued); while a batch is being processed, new requests queue
+up and form the next one, so under load batches grow by themselves. The model call
+runs in its own thread (``executor``): the event loop never blocks. ``max_batch=1``
+processes each request on its own (the baseline the benchmark compares against).
 """
 
 from __future__ import annotations
@@ -15,19 +17,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-import numpy as np
-
 
 class MicroBatcher:
     def __init__(
         self,
-        embed: Callable[[list[Any]], np.ndarray],
+        process: Callable[[list[Any]], Sequence[Any]],
         executor: Executor,
         max_batch: int = 32,
         max_wait_s: float = 0.005,
         observe: Callable[[int, float], None] | None = None,
     ) -> None:
-        self._embed = embed
+        self._process_items = process
         self._executor = executor
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = max(0.0, float(max_wait_s))
@@ -54,17 +54,17 @@ class MicroBatcher:
                 future.set_exception(RuntimeError("the server is shutting down"))
         self._pending.clear()
 
-    async def embed(self, crops: Sequence[Any]) -> np.ndarray:
-        """(N, D) vectors of ``crops``, computed together with whatever else is queued."""
+    async def run(self, items: Sequence[Any]) -> Sequence[Any]:
+        """``process(items)`` (one result per item, e.g. an (N, D) array), computed with whatever else is queued."""
         if self._task is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((list(crops), future))
+        self._pending.append((list(items), future))
         self._arrived.set()
         return await future
 
     def _queued(self) -> int:
-        return sum(len(crops) for crops, _ in self._pending)
+        return sum(len(items) for items, _ in self._pending)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,29 +84,29 @@ class MicroBatcher:
                 await self._process(loop, batch)
 
     def _take(self) -> list[tuple[list[Any], asyncio.Future]]:
-        """Requests (whole, in arrival order) up to ``max_batch`` crops; at least one. Drops abandoned ones."""
+        """Requests (whole, in arrival order) up to ``max_batch`` items; at least one. Drops abandoned ones."""
         batch, count = [], 0
         while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_batch):
-            crops, future = self._pending.pop(0)
-            if not future.done():  # a request that timed out or disconnected is not embedded
-                batch.append((crops, future))
-                count += len(crops)
+            items, future = self._pending.pop(0)
+            if not future.done():  # a request that timed out or disconnected is not processed
+                batch.append((items, future))
+                count += len(items)
         return batch
 
     async def _process(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
-        crops = [crop for request, _ in batch for crop in request]
+        items = [item for request, _ in batch for item in request]
         start = time.perf_counter()
         try:
-            vectors = await loop.run_in_executor(self._executor, self._embed, crops)
+            results = await loop.run_in_executor(self._executor, self._process_items, items)
         except Exception as exc:  # the error belongs to these requests; the loop goes on
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         if self._observe is not None:
-            self._observe(len(crops), time.perf_counter() - start)
+            self._observe(len(items), time.perf_counter() - start)
         offset = 0
         for request, future in batch:
             if not future.done():
-                future.set_result(vectors[offset : offset + len(request)])
+                future.set_result(results[offset : offset + len(request)])
             offset += len(request)

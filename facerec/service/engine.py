@@ -3,8 +3,9 @@ and one gallery thread.
 
 * The model (and MTCNN) is loaded once, at start-up, through ``FaceRecognizer``: the
   same resolution as the CLI (``--model``, else the gallery's own model).
-* Decoding and detection run in a thread pool; embedding in one thread fed by the
-  ``MicroBatcher``; the event loop only awaits.
+* Decoding and cropping run in a thread pool; detection (MTCNN) and embedding each
+  in one thread fed by a ``MicroBatcher``, so that photos of requests arriving
+  together share one model call; the event loop only awaits.
 * The gallery (SQLite + FAISS) lives in a single thread of its own (an SQLite
   connection belongs to its thread); across workers its file lock and generation
   counter keep every worker's view consistent.
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from facerec.errors import GalleryError, ModelError, NoFaceError
+from facerec.faces.detect import Detection
 from facerec.gallery.gallery import Gallery, ModelRecord, NewImage, check_name
 from facerec.gallery.recognizer import (
     NO_THRESHOLD_HINT,
@@ -36,6 +38,7 @@ from facerec.gallery.recognizer import (
 )
 from facerec.service.batching import MicroBatcher
 from facerec.service.errors import ApiError, IdentityNotFound
+from facerec.service.metrics import Metrics
 from facerec.service.settings import ServiceSettings
 from facerec.service.uploads import Upload, decode
 
@@ -52,7 +55,7 @@ class Face:
 
 
 class Engine:
-    def __init__(self, settings: ServiceSettings, observe_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(self, settings: ServiceSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.recognizer = FaceRecognizer(
             settings.model,
@@ -64,11 +67,16 @@ class Engine:
             detect=settings.detect,
             threshold=settings.threshold,
         )
-        self._detect_pool = ThreadPoolExecutor(max(1, settings.detect_threads), thread_name_prefix="facerec-detect")
+        self._decode_pool = ThreadPoolExecutor(max(1, settings.detect_threads), thread_name_prefix="facerec-decode")
+        self._detect_pool = ThreadPoolExecutor(1, thread_name_prefix="facerec-detect")
         self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix="facerec-embed")
         self._gallery_pool = ThreadPoolExecutor(1, thread_name_prefix="facerec-gallery")
-        self.batcher = MicroBatcher(
-            self._embed, self._embed_pool, settings.max_batch, settings.batch_wait_ms / 1000, observe_batch
+        wait = settings.batch_wait_ms / 1000
+        self.detections = MicroBatcher(
+            self._detect, self._detect_pool, settings.max_batch, wait, metrics and metrics.observer("detect")
+        )
+        self.embeddings = MicroBatcher(
+            self._embed, self._embed_pool, settings.max_batch, wait, metrics and metrics.observer("embed")
         )
         self.model: ModelRecord | None = None
         self._gallery: Gallery | None = None
@@ -84,9 +92,9 @@ class Engine:
         self.model = self.recognizer.model_record()  # loads the model (from the gallery's record if none given)
         self.recognizer.close()  # its gallery handle belonged to this thread; ours lives in the gallery thread
         embedder = self.recognizer.embedder
-        if self.settings.detect:
-            self.recognizer.detector.mtcnn  # noqa: B018 - build MTCNN now, not on the first request
         blank = Image.new("RGB", (embedder.input_size, embedder.input_size))
+        if self.settings.detect:  # build MTCNN and run it once now, not on the first request
+            self._detect_pool.submit(self._detect, [blank]).result()
         self._embed_pool.submit(self._embed, [blank]).result()  # warm-up in the thread that embeds
         self._gallery_pool.submit(self._open_gallery).result()
         log.info(
@@ -99,7 +107,7 @@ class Engine:
     def close(self) -> None:
         if self._gallery is not None:
             self._gallery_pool.submit(self._gallery.close).result()
-        for pool in (self._detect_pool, self._embed_pool, self._gallery_pool):
+        for pool in (self._decode_pool, self._detect_pool, self._embed_pool, self._gallery_pool):
             pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ threads
@@ -113,23 +121,43 @@ class Engine:
     async def _in_gallery(self, fn: Callable[[Gallery], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._gallery_pool, fn, self._gallery)
 
-    def _face(self, upload: Upload) -> Face:
-        """Decode one upload and crop its face (runs in the detection pool)."""
-        image = decode(upload, self.settings.max_pixels)
-        if not self.settings.detect:
-            return Face(image, FaceReport(upload.filename, None, "none"))
-        detector = self.recognizer.detector
-        detection = detector.detect([image], self.settings.face)[0]
-        face = detection.face
-        if face is None:
-            raise NoFaceError(f"no face found in {upload.filename}")
-        box = tuple(round(v, 1) for v in face.box)
-        report = FaceReport(upload.filename, len(detection.faces), self.settings.face, box, round(face.prob, 4))
-        return Face(detector.crop(image, face), report)
+    def _detect(self, images: list[Image.Image]) -> list[Detection]:
+        return self.recognizer.detector.detect(images, self.settings.face)
+
+    async def start(self) -> None:
+        """Start the batching loops (on the running event loop)."""
+        self.detections.start()
+        self.embeddings.start()
+
+    async def stop(self) -> None:
+        await self.detections.stop()
+        await self.embeddings.stop()
 
     async def _faces(self, uploads: Sequence[Upload]) -> list[Face]:
+        """Decode uploads (thread pool), detect their faces (one batched MTCNN call) and crop them."""
         loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(self._detect_pool, self._face, u) for u in uploads)))
+        limit = self.settings.max_pixels
+        images = await asyncio.gather(*(loop.run_in_executor(self._decode_pool, decode, u, limit) for u in uploads))
+        if not self.settings.detect:
+            return [Face(image, FaceReport(u.filename, None, "none")) for u, image in zip(uploads, images)]
+        detections = await self.detections.run(images)
+        for upload, detection in zip(uploads, detections):
+            if detection.face is None:
+                raise NoFaceError(f"no face found in {upload.filename}")
+        crop = self.recognizer.detector.crop
+        crops = await asyncio.gather(
+            *(loop.run_in_executor(self._decode_pool, crop, im, d.face) for im, d in zip(images, detections))
+        )
+        policy = self.settings.face
+        return [
+            Face(
+                cropped,
+                FaceReport(
+                    u.filename, len(d.faces), policy, tuple(round(v, 1) for v in d.face.box), round(d.face.prob, 4)
+                ),
+            )
+            for u, d, cropped in zip(uploads, detections, crops)
+        ]
 
     def threshold(self, requested: float | None) -> float:
         for value in (requested, self.settings.threshold, getattr(self.recognizer.embedder, "threshold", None)):
@@ -144,7 +172,7 @@ class Engine:
     async def verify(self, first: Upload, second: Upload, threshold: float | None = None) -> dict[str, Any]:
         threshold = self.threshold(threshold)
         faces = await self._faces([first, second])
-        v1, v2 = await self.batcher.embed([f.crop for f in faces])
+        v1, v2 = await self.embeddings.run([f.crop for f in faces])
         score = float(np.dot(v1, v2))
         result = VerifyResult(score >= threshold, score, threshold, (faces[0].report, faces[1].report))
         return {**result.to_dict(), "model": self.model.fingerprint}
@@ -158,7 +186,7 @@ class Engine:
         await self._in_gallery(ready)
         threshold = self.threshold(threshold)
         (face,) = await self._faces([upload])
-        (vector,) = await self.batcher.embed([face.crop])
+        (vector,) = await self.embeddings.run([face.crop])
         matches = await self._in_gallery(lambda g: g.search(vector[None], max(1, top_k))[0])
         candidates = tuple(Candidate(m.identity, m.score) for m in matches)
         best = candidates[0]
@@ -171,7 +199,7 @@ class Engine:
         name = valid_name(name)
         await self._in_gallery(lambda g: g.check_model(self.model.fingerprint))  # before any embedding
         faces = await self._faces(uploads)
-        vectors = await self.batcher.embed([f.crop for f in faces])
+        vectors = await self.embeddings.run([f.crop for f in faces])
         images = [
             NewImage(f"upload:{u.filename}", u.sha256, vector, face.report.to_dict())
             for u, face, vector in zip(uploads, faces, vectors)

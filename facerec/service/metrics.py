@@ -1,4 +1,4 @@
-"""Prometheus metrics: request counts and latency per route, embedding batch sizes and times.
+"""Prometheus metrics: request counts and latency per route, detection and embedding batch sizes and times.
 
 Each app has its own registry (tests build several). With several workers
 (``$PROMETHEUS_MULTIPROC_DIR`` set by ``facerec serve``), values live in shared
@@ -33,15 +33,21 @@ class Metrics:
             registry=registry,
         )
         self.batch_size = Histogram(
-            "facerec_embed_batch_size", "face crops per embedding batch", buckets=BATCH_BUCKETS, registry=registry
+            "facerec_batch_size", "items per model call", ("stage",), buckets=BATCH_BUCKETS, registry=registry
         )
-        self.embed_seconds = Histogram(
-            "facerec_embed_batch_seconds", "time to embed one batch", buckets=LATENCY_BUCKETS, registry=registry
+        self.batch_seconds = Histogram(
+            "facerec_batch_seconds", "time of one model call", ("stage",), buckets=LATENCY_BUCKETS, registry=registry
         )
 
-    def observe_batch(self, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.embed_seconds.observe(seconds)
+    def observer(self, stage: str):
+        """``observe(size, seconds)`` for one batching stage (``detect`` or ``embed``)."""
+        size, seconds = self.batch_size.labels(stage), self.batch_seconds.labels(stage)
+
+        def observe(count: int, took: float) -> None:
+            size.observe(count)
+            seconds.observe(took)
+
+        return observe
 
     def exposition(self) -> tuple[bytes, str]:
         if self.multiprocess:

@@ -30,8 +30,8 @@ class ServiceSettings:
     max_pixels: int = 40_000_000  # decoded size an upload may declare (decompression-bomb guard)
     request_timeout_s: float = 30.0
     batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
-    max_batch: int = 32  # crops per embedding batch; 1 turns micro-batching off
-    detect_threads: int = 2  # decode + face detection threads
+    max_batch: int = 32  # photos per detection batch, crops per embedding batch; 1 turns micro-batching off
+    detect_threads: int = 2  # threads decoding uploads and cropping faces
     torch_threads: int | None = None  # None: torch's default (one per core)
 
     @property

@@ -28,8 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-megapixels", type=float, default=40.0, help="largest image an upload may declare")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request time limit in seconds")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits to share a batch")
-    parser.add_argument("--max-batch", type=int, default=32, help="face crops per embedding batch (1: no batching)")
-    parser.add_argument("--detect-threads", type=int, default=2, help="threads decoding images and detecting faces")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="photos per detection batch and crops per embedding batch (1: no micro-batching)",
+    )
+    parser.add_argument("--detect-threads", type=int, default=2, help="threads decoding uploads and cropping faces")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads per worker")
     add_threshold_argument(parser)
     add_gallery_argument(parser)
@@ -92,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from facerec.errors import FacerecError
+    from facerec.service.app import create_app
+    from facerec.service.engine import Engine
     from facerec.service.keys import KeyStore, default_keys_path
     from facerec.service.settings import SETTINGS_ENV
 
@@ -104,17 +111,20 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.workers < 1:
         raise FacerecError("--workers must be at least 1")
-    os.environ[SETTINGS_ENV] = settings.to_env()
-    if args.workers > 1:  # one metrics view over every worker
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="facerec-metrics-"))
     log_level = "debug" if args.verbose else "warning" if args.quiet else "info"
-    uvicorn.run(
-        "facerec.service.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=log_level,
-        timeout_graceful_shutdown=10,
-    )
+    options = {"host": args.host, "port": args.port, "log_level": log_level, "timeout_graceful_shutdown": 10}
+    if args.workers == 1:
+        app = create_app(settings)
+        app.state.engine.load()  # here, so that a bad model or gallery is a one-line error
+        uvicorn.run(app, **options)
+        return 0
+    preflight = Engine(settings)  # the same one-line errors before any worker starts; then freed
+    try:
+        preflight.load()
+    finally:
+        preflight.close()
+    del preflight
+    os.environ[SETTINGS_ENV] = settings.to_env()
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="facerec-metrics-"))  # one view of all
+    uvicorn.run("facerec.service.app:app_from_env", factory=True, workers=args.workers, **options)
     return 0
