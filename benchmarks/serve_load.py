@@ -204,6 +204,7 @@ def run_mode(args: argparse.Namespace, mode: str, stop_at: float) -> dict[str, d
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     stop_at = time.monotonic() + args.max_total_seconds
     load_start = os.getloadavg()
     results: dict[str, dict] = {}
