@@ -232,6 +232,17 @@ def test_without_keys_the_server_refuses_to_listen_beyond_loopback(tmp_path):
     assert "refusing to listen on 0.0.0.0" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_model_that_cannot_load_stops_serve_with_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "facerec", "serve", "--gallery", str(tmp_path / "g"), "--model", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "is not a facerec model directory" in done.stderr and "Traceback" not in done.stderr
+
+
 # ------------------------------------------------------------------ bad input
 def test_bad_uploads_get_clear_4xx_json_errors(reader, sample_dir, tmp_path):
     good = files(photo(sample_dir, "Ashanti", 1), field="file1")

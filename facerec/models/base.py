@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from facerec.errors import ModelError
 from facerec.files import atomic_path, atomic_write
 from facerec.models import fingerprint as fingerprints
+from facerec.models.skip_init import with_weights
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         after = fingerprints.file_stamp(path / WEIGHTS_FILE)
         # Architecture only (no random-init warning): the trained weights replace every parameter.
-        embedder = _with_weights(
+        embedder = with_weights(
             lambda: builder(
                 pretrained=NO_WEIGHTS,
                 input_size=meta["input_size"],
@@ -320,54 +320,6 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
         fingerprints.attach(embedder, fingerprints.dir_key(meta, path / WEIGHTS_FILE, after))
     embedder.threshold = meta.get("threshold")
     return embedder.to(device).eval()
-
-
-class _SkipRandomInit(TorchFunctionMode):
-    """Within it, random weight initialisation does nothing (the tensors keep their allocated memory).
-
-    Only for building an architecture whose every parameter and persistent buffer is
-    overwritten right after by a strict ``load_state_dict``. A torch function mode is
-    per thread: other threads building models at the same time are not affected.
-    """
-
-    SKIPPED = frozenset(
-        {
-            torch.Tensor.uniform_,
-            torch.Tensor.normal_,
-            *(
-                getattr(nn.init, f)
-                for f in (
-                    "uniform_",
-                    "normal_",
-                    "trunc_normal_",
-                    "kaiming_uniform_",
-                    "kaiming_normal_",
-                    "xavier_uniform_",
-                    "xavier_normal_",
-                    "orthogonal_",
-                    "sparse_",
-                )
-            ),
-        }
-    )
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in self.SKIPPED:
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **kwargs)
-
-
-def _with_weights(build: Callable[[], Embedder], state: dict[str, torch.Tensor]) -> Embedder:
-    """``build()`` then a strict ``load_state_dict(state)``, without paying for the random init first.
-
-    For CLIP ViT-B/32 the init costs more than reading the weights. Strict loading
-    overwrites every parameter and persistent buffer, so no skipped value survives.
-    """
-    with _SkipRandomInit():
-        embedder = build()
-    embedder.load_state_dict(state)
-    return embedder
 
 
 def _download_mlflow_model(uri: str) -> Path:
