@@ -92,6 +92,7 @@ def settings_from_args(args: argparse.Namespace):  # -> ServiceSettings
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import shutil
     import tempfile
 
     import uvicorn
@@ -125,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
         preflight.close()
     del preflight
     os.environ[SETTINGS_ENV] = settings.to_env()
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="facerec-metrics-"))  # one view of all
-    uvicorn.run("facerec.service.app:app_from_env", factory=True, workers=args.workers, **options)
+    scratch = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # one metrics view over every worker
+        scratch = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="facerec-metrics-")
+    try:
+        uvicorn.run("facerec.service.app:app_from_env", factory=True, workers=args.workers, **options)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return 0
