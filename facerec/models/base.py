@@ -10,7 +10,6 @@ name, a trained model directory or an MLflow ``models:/`` / ``runs:/`` URI.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +24,9 @@ from PIL import Image
 from torch import nn
 
 from facerec.errors import ModelError
-from facerec.files import atomic_path
+from facerec.files import atomic_path, atomic_write
+from facerec.models import fingerprint as fingerprints
+from facerec.models.skip_init import with_weights
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,8 @@ class Embedder(nn.Module):
     @property
     def fingerprint(self) -> str:
         """``name/size/dim/weights-hash``: changes whenever the outputs would change."""
-        if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for key, tensor in sorted(self.state_dict().items()):
-                digest.update(key.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = f"{self.name}/{self.input_size}px/{self.embedding_dim}d/{digest.hexdigest()[:16]}"
+        if self._fingerprint is None:  # cached by load_model_dir / create_embedder (see models/fingerprint.py)
+            self._fingerprint = fingerprints.hash_state(self)
         return self._fingerprint
 
     def invalidate_fingerprint(self) -> None:
@@ -226,7 +223,10 @@ def create_embedder(
     if pretrained.lower() == NO_WEIGHTS:
         pretrained = NO_WEIGHTS
         log.warning("%s: no pretrained weights requested (pretrained=none): random initialisation", name)
-    return builder(pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
+    embedder = builder(pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
+    if isinstance(embedder, Embedder):  # fixed weights (a tag or a file): fingerprint from the cache
+        fingerprints.attach(embedder, fingerprints.registry_key(embedder.spec, builder.__module__))
+    return embedder
 
 
 def _builder(name: str) -> Builder:
@@ -260,6 +260,7 @@ def save_model_dir(
     state = {k: v.detach().cpu() for k, v in embedder.state_dict().items()}
     with atomic_path(path / WEIGHTS_FILE) as tmp:
         torch.save(state, tmp)
+    stamp = fingerprints.file_stamp(path / WEIGHTS_FILE)  # vouches for the fingerprint below
     meta = {
         "name": embedder.name,
         "input_size": embedder.input_size,
@@ -267,10 +268,12 @@ def save_model_dir(
         "start_weights": embedder.spec.pretrained,
         "options": embedder.spec.options,
         "fingerprint": embedder.fingerprint,
+        "weights_stamp": stamp,
         "threshold": threshold,
         **(info or {}),
     }
-    (path / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    with atomic_write(path / MODEL_FILE) as f:
+        f.write(json.dumps(meta, indent=2, default=str))
     (path / CONFIG_FILE).write_text(yaml.safe_dump(config or {}, sort_keys=False), encoding="utf-8")
     return path
 
@@ -284,15 +287,20 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
     path = Path(path)
     try:
         meta = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
-        # Architecture only: the trained weights are loaded right below (no random-init warning).
-        embedder = _builder(meta["name"])(
-            pretrained=NO_WEIGHTS,
-            input_size=meta["input_size"],
-            embedding_dim=meta["embedding_dim"],
-            **meta.get("options", {}),
-        )
+        builder = _builder(meta["name"])
+        before = fingerprints.file_stamp(path / WEIGHTS_FILE)
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        embedder.load_state_dict(state)
+        after = fingerprints.file_stamp(path / WEIGHTS_FILE)
+        # Architecture only (no random-init warning): the trained weights replace every parameter.
+        embedder = with_weights(
+            lambda: builder(
+                pretrained=NO_WEIGHTS,
+                input_size=meta["input_size"],
+                embedding_dim=meta["embedding_dim"],
+                **meta.get("options", {}),
+            ),
+            state,
+        )
     except ModelError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
@@ -305,6 +313,11 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
         meta.get("options", {}),
     )
     embedder.invalidate_fingerprint()
+    stored = fingerprints.stored_dir_fingerprint(meta, before, after)
+    if stored is not None:
+        embedder._fingerprint = stored
+    elif before == after:  # no stamp (older directory) or a changed file: hash once, cache per user
+        fingerprints.attach(embedder, fingerprints.dir_key(meta, path / WEIGHTS_FILE, after))
     embedder.threshold = meta.get("threshold")
     return embedder.to(device).eval()
 

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("facerec.cli.commands.verify", "say whether two photos show the same person"),
     "identify": ("facerec.cli.commands.identify", "find who a photo shows in the gallery"),
     "gallery": ("facerec.cli.commands.gallery", "list, show, remove or re-index gallery identities"),
+    "serve": ("facerec.cli.commands.serve", "serve verify/identify/enroll as a REST API (FastAPI)"),
+    "keys": ("facerec.cli.commands.keys", "add, list or remove the REST API's keys"),
 }
 
 
