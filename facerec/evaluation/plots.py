@@ -71,11 +71,12 @@ def metric_bars(
     heights = [finite.get(k, 0.0) for k in order]
     xerr = [(errors or {}).get(k, 0.0) for k in order] if errors else None
     bars = ax.barh(range(len(order)), heights, xerr=xerr, color="tab:blue", alpha=0.8, capsize=3)
-    for bar, key in zip(bars, order):
+    for bar, key, err in zip(bars, order, xerr or [0.0] * len(order)):
         text = f"{finite[key]:.4g}" if key in finite else "not measured"
+        text += f" ± {err:.2g}" if err else ""
         ax.annotate(
             text,
-            (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+            (bar.get_width() + err, bar.get_y() + bar.get_height() / 2),  # right of the error bar
             xytext=(4, 0),
             textcoords="offset points",
             va="center",

@@ -38,7 +38,9 @@ class FacerecModel(mlflow.pyfunc.PythonModel):
 
         self.embedder = load_model(str(context.artifacts[ARTIFACT_KEY]))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    # No type hints here: MLflow would read them as a (list-typed) signature, but the signature is explicit.
+    def predict(self, context, model_input, params=None):
+        """Rows of ``model_input`` (``path`` or ``image`` bytes) -> float32 (N, D) unit vectors."""
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
