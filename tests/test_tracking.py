@@ -21,10 +21,12 @@ from facerec.data.datasets import sample_root
 
 @pytest.fixture()
 def store(mlflow_store) -> str:
-    """The throw-away store, also as this process's tracking URI (an earlier ``set_tracking_uri`` would win)."""
-    from facerec.tracking.runs import configure_tracking
+    """The throw-away store as this process's tracking URI and experiment (an earlier test's
+    ``set_tracking_uri`` / ``set_experiment`` would otherwise win over the environment)."""
+    from facerec.tracking.runs import configure_tracking, use_experiment
 
     configure_tracking()
+    use_experiment("facerec-tests")
     return mlflow_store
 
 
