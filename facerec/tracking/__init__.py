@@ -24,6 +24,9 @@ _EXPORTS = {
     "face_dataset": "datasets",
     "log_dataset": "datasets",
     "log_training_inputs": "datasets",
+    "evaluation_dataset": "datasets",
+    "HEADLINE_METRICS": "compare",
+    "log_comparison": "compare",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
