@@ -174,6 +174,7 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
     import mlflow
 
     from facerec.evaluation.protocols import prepare_images, protocol_set
+    from facerec.tracking.datasets import evaluation_dataset, log_dataset
     from facerec.tracking.runs import configure_tracking, mlflow_run
 
     started = time.perf_counter()
@@ -194,7 +195,8 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
         "train": config.train or "zero-shot",
     }
     outcomes: list[ModelOutcome] = []
-    with mlflow_run(config.experiment, f"benchmark {config.name}", params=params, tags=tags) as parent:
+    with mlflow_run(config.experiment, parent_run_name(config), params=params, tags=tags) as parent:
+        log_dataset(evaluation_dataset(eval_set, config.evaluate), "evaluation")
         for entry in config.selected():
             outcomes.append(run_model(config, entry, eval_set, train_data, progress))
         table = results_table(outcomes)
@@ -223,6 +225,37 @@ def check(config: BenchmarkConfig) -> None:
             "the folder protocol evaluates on the training folder's identities: set evaluate.holdout > 0 "
             "so that the benchmark trains on the others"
         )
+
+
+def recipe(config: BenchmarkConfig, entry: ModelEntry) -> str:
+    """``<loss>-<strategy>`` of the shared training, or ``zero-shot:<weights>``."""
+    if config.train is None:
+        return f"zero-shot:{config.pretrained or entry.pretrained}"
+    from facerec.training.trainer import TrainConfig
+
+    train = from_dict(TrainConfig, model_train_config(config, entry))
+    return f"{train.loss.kind}-{train.strategy.kind}"
+
+
+def data_label(config: BenchmarkConfig) -> str:
+    """The evaluation data: the LFW protocol, or ``folder:<name>``."""
+    if config.evaluate.protocol != "folder":
+        return config.evaluate.protocol
+    from facerec.data.datasets import sample_root
+
+    return f"folder:{Path(config.evaluate.data).name if config.evaluate.data else sample_root().name}"
+
+
+def parent_run_name(config: BenchmarkConfig) -> str:
+    """``benchmark quick: 6 models@32-224px supcon-full folder:lfw-sample``."""
+    from facerec.tracking.runs import run_name
+
+    entries = config.selected()
+    sizes = sorted({e.input_size for e in entries if e.input_size})
+    size = "" if not sizes else f"@{sizes[0]}px" if len(sizes) == 1 else f"@{sizes[0]}-{sizes[-1]}px"
+    recipes = sorted({recipe(config, e) for e in entries})
+    models = entries[0].name if len(entries) == 1 else f"{len(entries)} models"
+    return f"benchmark {config.name}: " + run_name(f"{models}{size}", "/".join(recipes), data_label(config))
 
 
 def training_data(config: BenchmarkConfig, progress: bool = True) -> dict[str, Any]:
@@ -262,7 +295,8 @@ def run_model(
 
     from facerec.evaluation.protocols import RESULT_FILE, evaluate_model, log_result, model_info
     from facerec.models import is_model_dir, load_model_dir
-    from facerec.tracking.runs import log_params, mlflow_run
+    from facerec.tracking.compare import headline
+    from facerec.tracking.runs import log_params, mlflow_run, run_name
 
     digest = model_hash(config, entry)
     slug = f"{entry.name}-{digest[:8]}"
@@ -289,7 +323,7 @@ def run_model(
         train_seconds = float(json.loads((slot / "train.json").read_text(encoding="utf-8"))["seconds"])
         context = mlflow_run(
             config.experiment,
-            f"{result.model['label']} {config.name}",
+            run_name(result.model["label"], recipe(config, entry), data_label(config)),
             tags={**tags, "facerec.resumed_from": previous},
             nested=True,
         )
@@ -311,11 +345,14 @@ def run_model(
             )
             result.save(slot / "eval")
             (slot / "train.json").write_text(json.dumps({"seconds": train_seconds}), encoding="utf-8")
-        mlflow.set_tags({**tags, "mlflow.runName": f"{result.model['label']} {config.name}"})
+        name = run_name(result.model["label"], recipe(config, entry), data_label(config))
+        mlflow.set_tags({**tags, "mlflow.runName": name})
         if train_config is None or reuse:
             log_params({"model": to_dict(entry), "train": train_config or "zero-shot"})
         mlflow.log_metric("train_seconds", train_seconds)
-        log_result(result, config.evaluate)
+        log_result(result, config.evaluate, eval_set=eval_set)
+        # The same headline keys in every child (NaN = not measured): the UI's charts line them up.
+        mlflow.log_metrics(headline({**result.metrics, "train_minutes": train_seconds / 60}))
     return ModelOutcome(
         entry, tags["facerec.weights"], result.model["label"], run.info.run_id, model_dir, result, train_seconds, reuse
     )
@@ -388,16 +425,20 @@ def table_rows(outcomes: Sequence[ModelOutcome]) -> list[dict[str, Any]]:
 
 
 def results_table(outcomes: Sequence[ModelOutcome]) -> dict[str, str]:
-    """``{"csv": all columns, "markdown": the main columns}``."""
+    """``{"csv": all columns, "markdown": the main columns, "html": the same as a page}``."""
     rows = table_rows(outcomes)
     keys = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    header = "| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
+    from facerec.tracking.compare import html_table
+
+    titles = [title for _, title in TABLE_COLUMNS]
+    header = "| " + " | ".join(titles) + " |"
     rule = "|" + "|".join("---" if key in ("model", "weights") else "---:" for key, _ in TABLE_COLUMNS) + "|"
     lines = [header, rule]
+    cells_by_row = []
     for row in rows:
         cells = []
         for key, _ in TABLE_COLUMNS:
@@ -408,14 +449,16 @@ def results_table(outcomes: Sequence[ModelOutcome]) -> dict[str, str]:
                 value = f"{value:.4f}"
             cells.append(str(value if value != "" else "–"))
         lines.append("| " + " | ".join(cells) + " |")
-    return {"csv": buffer.getvalue(), "markdown": "\n".join(lines) + "\n"}
+        cells_by_row.append(cells)
+    page = html_table(titles, cells_by_row, "Benchmark results", "accuracy: mean ± std over the folds")
+    return {"csv": buffer.getvalue(), "markdown": "\n".join(lines) + "\n", "html": page}
 
 
 def log_summary(config: BenchmarkConfig, outcomes: Sequence[ModelOutcome], table: dict[str, str]) -> None:
     """Whole-benchmark plots and the results table, to the parent run and the output folder."""
-    import mlflow
-
     from facerec.evaluation import plots
+    from facerec.files import atomic_path
+    from facerec.tracking.compare import log_comparison
     from facerec.tracking.runs import log_figure
 
     results = {o.label: o.result for o in outcomes}
@@ -438,12 +481,12 @@ def log_summary(config: BenchmarkConfig, outcomes: Sequence[ModelOutcome], table
     plot_dir = config.out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     for name, figure in figures.items():
-        figure.savefig(plot_dir / name, dpi=110)
+        with atomic_path(plot_dir / name) as tmp:
+            figure.savefig(tmp, dpi=110, format="png")
         log_figure(figure, f"plots/{name}")
-    (config.out / "results.csv").write_text(table["csv"], encoding="utf-8")
-    (config.out / "results.md").write_text(table["markdown"], encoding="utf-8")
-    mlflow.log_text(table["csv"], "results/results.csv")
-    mlflow.log_text(table["markdown"], "results/results.md")
+    by_model = {o.label: {**o.result.metrics, "train_minutes": o.train_seconds / 60} for o in outcomes}
+    tables = {"md": table["markdown"], "html": table["html"], "csv": table["csv"]}
+    log_comparison(by_model, tables, f"{config.name} ({protocol})", config.out)
 
 
 # -------------------------------------------------------------------- registry

@@ -90,9 +90,12 @@ def build_gallery(job: GalleryBuild) -> dict[str, Any]:
         if stats["index_kind"] != job.index.kind or stats["index_params"] != job.index.params:
             recognizer.rebuild_index(job.index.kind, **job.index.params)
             stats = recognizer.stats()
+        embedder = recognizer.embedder
+        model = {"name": embedder.name, "input_size": embedder.input_size, "fingerprint": embedder.fingerprint}
     processed = sum(len(r.added) + len(r.skipped) for r in results) + len(failed)
     return {
         "data": str(root),
+        "model": model,
         "identities": len(results),
         "added": sum(len(r.added) for r in results),
         "skipped": sum(len(r.skipped) for r in results),
@@ -111,16 +114,33 @@ def run_build(job: GalleryBuild) -> dict[str, Any]:
     import mlflow
 
     from facerec.config import to_dict
-    from facerec.tracking.runs import mlflow_run
+    from facerec.tracking.runs import mlflow_run, set_run_name
 
-    run_name = f"gallery-{Path(job.model.name).name}-{job.model.input_size or 'default'}px-{job.index.kind}"
-    with mlflow_run(EXPERIMENT, run_name, params=to_dict(job), tags={"facerec.weights": job.model.pretrained}):
+    with mlflow_run(EXPERIMENT, "gallery", params=to_dict(job), tags={"facerec.weights": job.model.pretrained}):
         summary = build_gallery(job)
+        set_run_name(gallery_run_name(job, summary))
         mlflow.log_metrics(
             {k: float(summary[k]) for k in ("identities", "added", "skipped", "failed", "seconds", "images_per_second")}
         )
         mlflow.log_dict(summary, "gallery_summary.json")
     return summary
+
+
+def gallery_run_name(job: GalleryBuild, summary: dict[str, Any]) -> str:
+    """``gallery resnet18@112px zero-shot:none+flat-index lfw-sample``: the loaded model's name and input
+    size (a model directory or MLflow URI says neither until loaded), how its weights came about, the data."""
+    from facerec.tracking.runs import run_name
+
+    model = summary["model"]
+    spec = job.model.name
+    if spec.startswith(("models:/", "runs:/")):
+        weights = spec
+    elif Path(spec).exists():
+        weights = "trained"
+    else:
+        weights = f"zero-shot:{job.model.pretrained}"
+    recipe = f"{weights}+{job.index.kind}-index"
+    return "gallery " + run_name(f"{model['name']}@{model['input_size']}px", recipe, Path(summary["data"]).name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

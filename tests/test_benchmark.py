@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
 
 from facerec.errors import ConfigError
 from facerec.model_benchmark import BenchmarkConfig, champion_of, load_benchmark_config, model_hash, results_table
+from facerec.tracking.compare import HEADLINE_METRICS
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TINY = [  # two backbones at 32 px, raw photos (no MTCNN), two training steps: the machinery, fast
@@ -76,6 +78,14 @@ def test_a_model_optim_override_changes_only_that_model():
     assert model_hash(tuned, tuned.models[1]) == model_hash(plain, plain.models[1])  # finished runs stay reusable
 
 
+def children_eval_digest(config):
+    """The digest of the evaluation dataset the quick benchmark scores (the held-out identities' pairs)."""
+    from facerec.evaluation.protocols import protocol_set
+    from facerec.tracking.datasets import evaluation_dataset
+
+    return evaluation_dataset(protocol_set(config.evaluate), config.evaluate).digest
+
+
 def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_store, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
@@ -91,12 +101,21 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
 
     # One parent, one finished child per model, with metrics, plots, the evaluation and the model.
     parent = client.get_run(first.parent_run_id)
-    assert parent.info.run_name == "benchmark quick" and parent.info.status == "FINISHED"
+    # Names say model, input size, recipe (loss-strategy of quick.yaml) and data.
+    assert parent.info.run_name == "benchmark quick: 2 models@32px contrastive-full folder:lfw-sample"
+    assert parent.info.status == "FINISHED"
     children = {o.label: client.get_run(o.run_id) for o in first.outcomes}
     assert set(children) == {"resnet18@32px", "mobilenet_v3_large@32px"}
     for label, run in children.items():
-        assert run.info.run_name == f"{label} quick" and run.info.status == "FINISHED"
+        assert run.info.run_name == f"{label} contrastive-full folder:lfw-sample" and run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == first.parent_run_id
+        # Dataset inputs: the training identities, the validation split carved from them, the evaluation pairs.
+        inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "validation", "evaluation"}
+        assert inputs["evaluation"].digest == children_eval_digest(config)
+        train_profile = json.loads(inputs["training"].profile)
+        val_profile = json.loads(inputs["validation"].profile)
+        assert train_profile["identities"] + val_profile["identities"] == 40  # the 80% not held out
         for key in (
             "accuracy",
             "accuracy_std",
@@ -115,6 +134,7 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
             "parameters",
             "weights_mb",
             "train_seconds",
+            "train_minutes",
             "val_auc",
         ):
             assert key in run.data.metrics, (label, key)
@@ -126,6 +146,19 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
         }
     summary = {a.path for a in client.list_artifacts(first.parent_run_id, "plots")}
     assert summary == {"plots/roc.png", "plots/cmc.png", "plots/confusion.png", "plots/embeddings.png"}
+    # The comparison in the UI: the table as Markdown + HTML and one chart per headline metric.
+    assert {a.path for a in client.list_artifacts(first.parent_run_id, "results")} == {
+        "results/results.md",
+        "results/results.html",
+        "results/results.csv",
+    }
+    charts = {a.path for a in client.list_artifacts(first.parent_run_id, "compare")}
+    assert charts == {f"compare/{key}.png" for key, _, _ in HEADLINE_METRICS}
+    page = Path(client.download_artifacts(first.parent_run_id, "results/results.html", str(tmp_path))).read_text()
+    assert page.count("<tr>") == 3 and "resnet18@32px" in page and "mobilenet_v3_large@32px" in page
+    # Every child logs the same headline keys, so the UI's chart view lines them up.
+    assert all({k for k, _, _ in HEADLINE_METRICS} <= set(run.data.metrics) for run in children.values())
+    assert [i.dataset.digest for i in parent.inputs.dataset_inputs] == [children_eval_digest(config)]
     table = client.download_artifacts(first.parent_run_id, "results/results.csv", str(tmp_path))
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
     assert [r["model"] for r in rows] == ["resnet18@32px", "mobilenet_v3_large@32px"]
@@ -146,6 +179,7 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
     assert loaded.fingerprint == load_model_dir(best.model_dir).fingerprint
     version = client.get_model_version_by_alias("facerec-quick", "champion")
     assert version.run_id == best.run_id and version.tags["facerec.protocol"] == "folder"
+    assert version.source.startswith("models:/m-")  # a logged pyfunc model, not a bare folder
 
     # A rerun reuses both finished models (no training) and reports the same numbers.
     again = run_benchmark(config, progress=False)

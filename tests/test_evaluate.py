@@ -141,7 +141,13 @@ def test_real_model_with_flip_tta_and_mlflow_logging(mlflow_store, tmp_path):
         assert 0.0 <= m[key] <= 1.0, key
     assert m["images_per_s"] > 0 and m["parameters"] > 1e6 and m["n_images"] == 60
     run = mlflow.search_runs(experiment_names=["facerec-evaluate"], output_format="list")[0]
-    assert run.info.run_name == "resnet18@64px folder"
+    assert run.info.run_name == "resnet18@64px zero-shot:none folder:lfw-sample"  # model, size, recipe, data
+    # The evaluation data is the run's dataset input: the held-out 30% (15 identities), 80 pairs, 60 images.
+    (evaluated,) = run.inputs.dataset_inputs
+    assert {t.key: t.value for t in evaluated.tags} == {"mlflow.data.context": "evaluation"}
+    assert evaluated.dataset.name == "lfw-sample/held-out-0.3-seed0:80pairs-seed0"
+    profile = json.loads(evaluated.dataset.profile)
+    assert profile["identities"] == 15 and profile["images"] == m["n_images"] and profile["pairs"] == 80
     assert run.data.metrics["accuracy"] == pytest.approx(m["accuracy"])
     assert run.data.params["eval.flip"] == "True"
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside the sqlite store, not ./mlruns

@@ -18,6 +18,18 @@ import numpy as np
 from matplotlib.figure import Figure
 
 PROJECTION_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
+#: Left end of the ROC plots' log-scaled FAR axis.
+MIN_FAR = 1e-3
+
+
+def chance_line(min_far: float = 1e-3, points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(FAR, TAR) of a random scorer, TAR = FAR, sampled densely on a log grid.
+
+    Two end points joined by a straight segment would be a straight line in *display*
+    space, i.e. a wrong curve on the log-scaled FAR axis (TAR 0.25 at FAR 1e-3).
+    """
+    far = np.logspace(np.log10(min_far), 0.0, points)
+    return far, far.copy()
 
 
 def roc_figure(curves: Mapping[str, tuple[Any, Any]], title: str = "ROC") -> Figure:
@@ -27,15 +39,52 @@ def roc_figure(curves: Mapping[str, tuple[Any, Any]], title: str = "ROC") -> Fig
         fpr = np.asarray(fpr, dtype=np.float64)
         keep = fpr > 0  # log axis: the (0, 0) corner is off the plot
         ax.plot(fpr[keep], np.asarray(tpr)[keep], label=label, linewidth=1.5)
-    ax.plot([1e-4, 1], [1e-4, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    far, tar = chance_line()
+    ax.plot(far, tar, color="grey", linestyle=":", linewidth=1, label="chance (TAR = FAR)")
     ax.set_xscale("log")
-    ax.set_xlim(1e-3, 1)
+    ax.set_xlim(MIN_FAR, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false accept rate (FAR)")
     ax.set_ylabel("true accept rate (TAR)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(
+    values: Mapping[str, float],
+    title: str,
+    xlabel: str,
+    errors: Mapping[str, float] | None = None,
+    lower_is_better: bool = False,
+) -> Figure:
+    """One horizontal bar per model (``{label: value}``, NaN = not measured), best on top, values printed."""
+    finite = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+    order = sorted(finite, key=lambda k: finite[k], reverse=not lower_is_better)
+    order += [k for k in values if k not in finite]
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(order) + 1.4))
+    heights = [finite.get(k, 0.0) for k in order]
+    xerr = [(errors or {}).get(k, 0.0) for k in order] if errors else None
+    bars = ax.barh(range(len(order)), heights, xerr=xerr, color="tab:blue", alpha=0.8, capsize=3)
+    for bar, key, err in zip(bars, order, xerr or [0.0] * len(order)):
+        text = f"{finite[key]:.4g}" if key in finite else "not measured"
+        text += f" ± {err:.2g}" if err else ""
+        ax.annotate(
+            text,
+            (bar.get_width() + err, bar.get_y() + bar.get_height() / 2),  # right of the error bar
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+        )
+    ax.set_yticks(range(len(order)), order, fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.margins(x=0.18)
+    ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
 

@@ -407,14 +407,20 @@ def scatter_sample(
 
 
 # ------------------------------------------------------------------ MLflow glue
-def log_result(result: EvalResult, config: EvalConfig, artifact_dir: str = "eval") -> None:
-    """Log metrics, the CMC as a stepped metric, plots and the saved result to the active MLflow run."""
+def log_result(
+    result: EvalResult, config: EvalConfig, artifact_dir: str = "eval", eval_set: EvalSet | None = None
+) -> None:
+    """Log metrics, the CMC as a stepped metric, plots, the saved result and the evaluation data
+    (``eval_set``, as an MLflow dataset input) to the active MLflow run."""
     import tempfile
 
     import mlflow
 
+    from facerec.tracking.datasets import evaluation_dataset, log_dataset
     from facerec.tracking.runs import log_figure
 
+    if eval_set is not None:
+        log_dataset(evaluation_dataset(eval_set, config), "evaluation")
     mlflow.log_metrics(result.metrics)
     if result.cmc is not None:
         for rank, value in enumerate(result.cmc, start=1):
@@ -427,8 +433,29 @@ def log_result(result: EvalResult, config: EvalConfig, artifact_dir: str = "eval
 
 
 def run_label(model: dict[str, Any], tag: str) -> str:
-    """Run name: ``clip-vit-b-32@64px lfw-view1``."""
-    return f"{model['label']} {tag}"
+    """Run name: ``clip-vit-b-32@64px zero-shot:openai lfw-view1`` (model, recipe, data)."""
+    from facerec.tracking.runs import run_name
+
+    return run_name(model["label"], model_recipe(model), tag)
+
+
+def model_recipe(model: dict[str, Any]) -> str:
+    """How a model's weights came about: ``<loss>-<strategy>`` of a fine-tuned model directory,
+    ``zero-shot:<weights>`` for registry weights, or the MLflow URI it was loaded from."""
+    import yaml
+
+    from facerec.models.base import CONFIG_FILE
+
+    spec = str(model.get("spec", ""))
+    config_file = Path(spec) / CONFIG_FILE
+    if spec and config_file.is_file():
+        config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        if isinstance(config.get("loss"), dict) and isinstance(config.get("strategy"), dict):
+            return f"{config['loss'].get('kind')}-{config['strategy'].get('kind')}"
+        return "model-dir"
+    if spec.startswith(("models:/", "runs:/")):
+        return spec
+    return f"zero-shot:{model.get('pretrained', 'none')}"
 
 
 def evaluate(
@@ -463,9 +490,10 @@ def evaluate(
         "facerec.fingerprint": model["fingerprint"],
     }
     params = {"eval": to_dict(config), "model": {k: model[k] for k in ("spec", "name", "input_size", "pretrained")}}
-    with mlflow_run(experiment, run_label(model, config.protocol), params=params, tags=tags):
+    data = f"folder:{raw_set.root.name}" if config.protocol == "folder" else config.protocol
+    with mlflow_run(experiment, run_label(model, data), params=params, tags=tags):
         result = evaluate_model(embedder, eval_set, config, model, progress)
-        log_result(result, config)
+        log_result(result, config, eval_set=eval_set)
     return result
 
 

@@ -332,6 +332,11 @@ def _download_mlflow_model(uri: str) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as exc:  # mlflow raises many types for a bad URI
         raise ModelError(f"cannot fetch {uri} from MLflow: {str(exc).splitlines()[0]}") from exc
+    from facerec.tracking.pyfunc import model_dir_in
+
+    inner = model_dir_in(local)  # a facerec pyfunc model: the model directory is its artifact
+    if inner is not None:
+        return inner
     found = [local] if is_model_dir(local) else [p.parent for p in sorted(local.rglob(MODEL_FILE))]
     if not found:
         raise ModelError(f"{uri} holds no facerec model directory ({MODEL_FILE} not found)")

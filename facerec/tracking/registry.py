@@ -1,11 +1,10 @@
-"""MLflow model registry for facerec model directories (``model.json`` + ``weights.pt`` + ``config.yaml``).
+"""MLflow model registry for facerec models, as MLflow documents it.
 
-A model directory is not an MLflow flavour, so ``mlflow.register_model("runs:/...")``
-refuses it (MLflow 3 looks for an ``MLmodel`` file or a logged model). The directory
-is logged as run artifacts and a model version is created with
-``MlflowClient.create_model_version`` whose source is that artifact folder; then
-``models:/NAME@ALIAS`` downloads to a folder holding ``model.json``, which
-``facerec.models.load_model`` loads.
+A facerec model is logged as a pyfunc model (``facerec.tracking.pyfunc``) whose artifact
+is the model directory; ``mlflow.register_model`` makes it a version of a registered
+model and ``MlflowClient.set_registered_model_alias`` moves the alias (``champion``)
+when the new version is at least as good. ``models:/NAME@ALIAS`` then works with
+``mlflow.pyfunc.load_model``, ``mlflow models serve`` and facerec's ``--model``.
 """
 
 from __future__ import annotations
@@ -17,6 +16,27 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
+DESCRIPTION = (
+    "facerec face embedders: pyfunc models whose predict() takes face crops (a 'path' or 'image' bytes "
+    "column) and returns L2-normalised float32 embeddings; the facerec model directory is the artifact."
+)
+
+
+def ensure_logged_model(run_id: str, model_dir: str | Path) -> str:
+    """``models:/<id>`` of the facerec model logged to ``run_id``; logs ``model_dir`` there first if none is."""
+    import mlflow
+
+    from facerec.tracking.pyfunc import log_model_dir, logged_model_uri
+
+    uri = logged_model_uri(run_id)
+    if uri is None:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            uri = log_model_dir(model_dir).model_uri
+        else:
+            with mlflow.start_run(run_id=run_id, nested=active is not None):
+                uri = log_model_dir(model_dir).model_uri
+    return uri
 
 
 def register_model_dir(
@@ -30,38 +50,28 @@ def register_model_dir(
     protocol: str,
     **tags: Any,
 ) -> dict[str, Any]:
-    """Log ``model_dir`` to run ``run_id``, register it as a new version of ``name`` and maybe move ``alias``.
+    """Register the facerec model of run ``run_id`` (logging ``model_dir`` as one if needed); maybe move ``alias``.
 
     The alias moves when the registered model has no version under it yet, or the
     current one was measured on another protocol, or the new ``value`` of ``metric``
     is at least as good. Returns ``{name, version, alias_moved, uri, ...}``.
     """
+    import mlflow
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    logged = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT)}
-    if "model.json" not in logged:  # the trainer logs its model directory already
-        client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT}"
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description="facerec face embedders (model directories)")
+    model_uri = ensure_logged_model(run_id, model_dir)
     version_tags = {
         "facerec.metric": metric,
         "facerec.value": f"{value:.6f}",
         "facerec.protocol": protocol,
         **{f"facerec.{k}": str(v) for k, v in tags.items()},
     }
-    version = client.create_model_version(
-        name,
-        source,
-        run_id=run_id,
-        tags=version_tags,
-        description=f"{tags.get('label', '')}: {metric}={value:.4f} on {protocol}",
-    )
-    moved = _should_move(client, name, alias, metric, value, protocol)
+    version = mlflow.register_model(model_uri, name, tags=version_tags)
+    client.update_model_version(name, version.version, f"{tags.get('label', '')}: {metric}={value:.4f} on {protocol}")
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, DESCRIPTION)
+    moved = _should_move(client, name, alias, metric, value, protocol, version.version)
     if moved:
         client.set_registered_model_alias(name, alias, version.version)
     log.info("registered %s version %s%s", name, version.version, f" as @{alias}" if moved else f" (@{alias} kept)")
@@ -71,6 +81,7 @@ def register_model_dir(
         "alias": alias,
         "alias_moved": moved,
         "uri": f"models:/{name}@{alias}" if moved else f"models:/{name}/{version.version}",
+        "model_uri": model_uri,
         "metric": metric,
         "value": value,
         "protocol": protocol,
@@ -79,12 +90,16 @@ def register_model_dir(
     }
 
 
-def _should_move(client: Any, name: str, alias: str, metric: str, value: float, protocol: str) -> bool:
+def _should_move(
+    client: Any, name: str, alias: str, metric: str, value: float, protocol: str, new_version: str
+) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:
         current = client.get_model_version_by_alias(name, alias)
     except MlflowException:
+        return True
+    if str(current.version) == str(new_version):
         return True
     same_basis = current.tags.get("facerec.protocol") == protocol and current.tags.get("facerec.metric") == metric
     if not same_basis:

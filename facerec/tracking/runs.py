@@ -109,3 +109,32 @@ def log_figure(figure: Any, artifact_file: str) -> None:
 
     mlflow.log_figure(figure, artifact_file)
     plt.close(figure)
+
+
+def run_name(model: str, recipe: str, data: str) -> str:
+    """A run name that says what was run: ``resnet18@64px supcon-full lfw-view1``.
+
+    ``model`` is the model label (name@input size), ``recipe`` how its weights came about
+    (loss-strategy of a fine-tune, ``zero-shot:<weights>``, an index kind, ...), ``data`` the
+    data and split or protocol.
+    """
+    return " ".join(part.strip() for part in (model, recipe, data) if part and part.strip())
+
+
+def set_run_name(name: str) -> None:
+    """Rename the active run (the name is known only once the model is loaded)."""
+    import mlflow
+
+    mlflow.set_tag("mlflow.runName", name)
+
+
+def training_run_name(config: Any, model: Any) -> str:
+    """``<model>@<size>px <loss>-<strategy> <data>`` for a trainer run (``TrainConfig``, the built embedder)."""
+    data = config.data
+    if data.kind == "lfw":
+        where = "lfw:peopleDevTrain"
+    elif data.kind == "sample":
+        where = "lfw-sample"
+    else:
+        where = Path(data.root or ".").name
+    return run_name(f"{model.name}@{model.input_size}px", f"{config.loss.kind}-{config.strategy.kind}", where)

@@ -686,7 +686,8 @@ class Trainer:
     # ---- tracking
     @contextlib.contextmanager
     def _tracking(self, nested: bool) -> Iterator[None]:
-        from facerec.tracking.runs import mlflow_run
+        from facerec.tracking.datasets import log_training_inputs
+        from facerec.tracking.runs import mlflow_run, set_run_name, training_run_name
 
         counts = parameter_counts(self.model)
         params = {
@@ -714,6 +715,8 @@ class Trainer:
             tags["facerec.resumed_from_run"] = self.previous_run_id
         with mlflow_run(self.config.experiment, self.run_name, params=params, tags=tags, nested=nested) as run:
             self.run_id = run.info.run_id
+            log_training_inputs(self.config.data, self.train_records, self.val_records, len(self.val_pairs))
+            set_run_name(training_run_name(self.config, self.model))
             for row in self.history:  # a resumed run carries the earlier epochs' curves
                 self._log_row(row)
             yield
@@ -729,6 +732,7 @@ class Trainer:
         import mlflow
 
         from facerec.evaluation.plots import history_figure
+        from facerec.tracking.pyfunc import log_model_dir
         from facerec.tracking.runs import log_figure
 
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
@@ -738,3 +742,4 @@ class Trainer:
             log_figure(history_figure(curves, title=f"{self.run_name}: {name.replace('_', ' ')}"), f"plots/{name}.png")
         mlflow.log_dict({"history": self.history}, "history.json")
         mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_SUBDIR)
+        log_model_dir(model_dir)  # the pyfunc flavor (facerec.tracking.pyfunc), registrable as models:/
