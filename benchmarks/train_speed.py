@@ -12,7 +12,8 @@ In ONE run, on the same model (architecture, size, batch) and torch threads:
 - ``per_step``: ``decode=per_step`` + ``augment=strong``, the pipeline before crops were decoded
   once (JPEG decode + resize + albumentations per image and step).
 
-Measurements alternate (A B C D, D C B A, ...) so that load from other processes hits all
+Then each pipeline produces batches without a model: its CPU milliseconds per image (the data
+cost alone, little affected by other load). Measurements alternate (A B C D, D C B A, ...) so that load from other processes hits all
 alike; medians of wall-clock images/s and images per CPU-second (process + workers) are
 printed with the load average and logged to MLflow (experiment ``facerec-benchmarks``).
 
@@ -114,6 +115,14 @@ def bare_loop(model: torch.nn.Module, cache: torch.Tensor, batch: int, K: int, s
     return run
 
 
+def data_only_cpu(source: BatchSource, steps: int, epoch: int) -> float:
+    """CPU milliseconds per image to produce ``source``'s batches without a model (process + workers)."""
+    source.sampler.steps = steps
+    start = cpu_seconds()
+    images = sum(len(batch.images) for batch in source.epoch(epoch))
+    return 1000 * (cpu_seconds() - start) / images
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
@@ -179,11 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cpu[name].append(images / (cpu_seconds() - start_cpu))
             log.info("round %d: %s", round_ + 1, ", ".join(f"{n} {wall[n][-1]:.1f}" for n in runs))
         load_after = os.getloadavg()
+        data_cpu = {name: data_only_cpu(sources[name], args.steps, next(epoch)) for name in sources}
 
     median = {name: statistics.median(values) for name, values in wall.items()}
     median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
     results = {f"{n}_images_per_s": v for n, v in median.items()}
     results.update({f"{n}_images_per_cpu_s": v for n, v in median_cpu.items()})
+    results.update({f"{n}_data_cpu_ms_per_image": v for n, v in data_cpu.items()})
     results["decode_once_seconds"] = trainer.batches.decode_seconds or sources["trainer"].decode_seconds
     ratio = None
     if "bare" in median and "trainer" in median:
@@ -205,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name in runs:
         rounds = ", ".join(f"{v:.1f}" for v in wall[name])
-        print(f"  {name:9s} {median[name]:7.1f} images/s (rounds: {rounds}), {median_cpu[name]:6.1f} images/CPU-s")
+        data_ms = f", data alone {data_cpu[name]:.2f} CPU-ms/image" if name in data_cpu else ""
+        print(
+            f"  {name:9s} {median[name]:7.1f} images/s (rounds: {rounds}), {median_cpu[name]:6.1f} images/CPU-s{data_ms}"
+        )
     if ratio is not None:
         met = "met" if ratio >= TARGET_RATIO else "NOT met"
         print(

@@ -39,7 +39,7 @@ from facerec.models.lora import merge_lora
 from facerec.training import config as configs
 from facerec.training.batches import Batch, BatchSource, load_records, make_sampler
 from facerec.training.checkpoint import Checkpointer, Progress, seed_everything
-from facerec.training.config import ModelConfig, TrainConfig
+from facerec.training.config import ModelConfig, OptimConfig, TrainConfig
 from facerec.training.distributed import init_distributed
 from facerec.training.losses import make_loss
 from facerec.training.run_logger import RunLogger
@@ -82,6 +82,24 @@ def build_model(model: ModelConfig, strategy: StrategyConfig) -> tuple[Embedder,
     return embedder, start
 
 
+def make_optimizer(model: Embedder, loss_fn: nn.Module, optim: OptimConfig) -> tuple[torch.optim.AdamW, list]:
+    """AdamW over the strategy's parameter groups and the objective's own parameters; (optimizer, trainable)."""
+    groups = param_groups(model, optim.lr, optim.head_lr, optim.weight_decay)
+    loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
+    if loss_params:  # e.g. a projection to a teacher's dimension, class centres of a margin loss
+        groups.append({"name": "loss", "params": loss_params, "lr": optim.head_lr, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups), [p for g in groups for p in g["params"]]
+
+
+def final_model(model: Embedder, checkpointer: Checkpointer) -> tuple[Embedder, bool]:
+    """A copy of ``model`` with the run's best weights, LoRA merged into plain weights; (model, merged)."""
+    final = copy.deepcopy(model)
+    checkpointer.load_best(final)
+    merged = merge_lora(final) > 0
+    final.invalidate_fingerprint()
+    return final.eval(), merged
+
+
 class Trainer:
     """The loop of one run: builds its collaborators, ``fit`` trains, selects, calibrates and saves."""
 
@@ -115,12 +133,7 @@ class Trainer:
             else None
         )
 
-        groups = param_groups(self.model, config.optim.lr, config.optim.head_lr, config.optim.weight_decay)
-        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
-        if loss_params:  # e.g. a projection to a teacher's dimension, class centres of a margin loss
-            groups.append({"name": "loss", "params": loss_params, "lr": config.optim.head_lr, "weight_decay": 0.0})
-        self.trainable = [p for g in groups for p in g["params"]]
-        self.optimizer = torch.optim.AdamW(groups)
+        self.optimizer, self.trainable = make_optimizer(self.model, self.loss_fn, config.optim)
         self.scheduler = warmup_cosine_scheduler(self.optimizer, config.epochs * sampler.steps, config.optim.warmup)
         self.amp_dtype = torch.bfloat16 if self._cuda and torch.cuda.is_bf16_supported() else torch.float16
         self.use_amp = config.amp and self._cuda
@@ -212,7 +225,7 @@ class Trainer:
     def fit(self, nested: bool = False) -> TrainResult:
         """Train, select, calibrate, save; returns what the run produced."""
         try:
-            with self.logger.run(self._params(), self._tags(), nested, self.progress.history):
+            with self.logger.run(run_params(self), run_tags(self), nested, self.progress.history):
                 return self._fit()
         finally:
             self.dist.close()
@@ -259,18 +272,10 @@ class Trainer:
         return self._finish(seconds, images_per_s)
 
     # ---- final model
-    def _final_model(self) -> tuple[Embedder, bool]:
-        """A copy of the model with the best weights, LoRA merged into plain weights."""
-        final = copy.deepcopy(self.model)
-        self.checkpointer.load_best(final)
-        merged = merge_lora(final) > 0
-        final.invalidate_fingerprint()
-        return final.eval(), merged
-
     def _finish(self, seconds: float, images_per_s: float) -> TrainResult:
         from facerec.evaluation.metrics import best_threshold
 
-        final, merged = self._final_model()
+        final, merged = final_model(self.model, self.checkpointer)
         metrics, scores, labels = self.validator(final)
         threshold = best_threshold(scores, labels)
         best_epoch = self.progress.best["epoch"]
@@ -307,30 +312,33 @@ class Trainer:
         history = self.progress.history
         return TrainResult(model_dir, summary, history, threshold, seconds, images_per_s, self.logger.run_id)
 
-    # ---- what the run logs
-    def _params(self) -> dict[str, Any]:
-        counts = parameter_counts(self.model)
-        run = {
-            "steps_per_epoch": self.batches.steps,
-            "world_size": self.dist.world_size,
-            "device": str(self.dist.device),
-            "amp": self.use_amp,
-            "train_images": len(self.train_records),
-            "train_identities": len({r.identity for r in self.train_records}),
-            "val_images": len(self.val_records),
-            "val_pairs": len(self.val_pairs),
-            "trainable_params": counts["trainable"],
-            "total_params": counts["total"],
-        }
-        return {**to_dict(self.config), "run": run}
 
-    def _tags(self) -> dict[str, str]:
-        tags = {
-            "facerec.stage": "train",
-            "facerec.start_weights": self.start_weights,
-            "facerec.data": self.data_source,
-            "facerec.strategy": self.config.strategy.kind,
-        }
-        if self.previous_run_id:
-            tags["facerec.resumed_from_run"] = self.previous_run_id
-        return tags
+# ------------------------------------------------------------ what a run logs
+def run_params(trainer: Trainer) -> dict[str, Any]:
+    """The config and the figures that follow from it (steps, images, identities, parameters)."""
+    counts = parameter_counts(trainer.model)
+    run = {
+        "steps_per_epoch": trainer.batches.steps,
+        "world_size": trainer.dist.world_size,
+        "device": str(trainer.dist.device),
+        "amp": trainer.use_amp,
+        "train_images": len(trainer.train_records),
+        "train_identities": len({r.identity for r in trainer.train_records}),
+        "val_images": len(trainer.val_records),
+        "val_pairs": len(trainer.val_pairs),
+        "trainable_params": counts["trainable"],
+        "total_params": counts["total"],
+    }
+    return {**to_dict(trainer.config), "run": run}
+
+
+def run_tags(trainer: Trainer) -> dict[str, str]:
+    tags = {
+        "facerec.stage": "train",
+        "facerec.start_weights": trainer.start_weights,
+        "facerec.data": trainer.data_source,
+        "facerec.strategy": trainer.config.strategy.kind,
+    }
+    if trainer.previous_run_id:
+        tags["facerec.resumed_from_run"] = trainer.previous_run_id
+    return tags
