@@ -177,3 +177,29 @@ def test_eval_transform_matches_the_embedder_preprocessing(photo_records):
     x = apply(eval_transform(24), image)
     assert x.shape == (3, 24, 24)
     assert torch.equal(apply(train_transform(24, "none"), image), x)  # "none" = plain resize
+
+
+def test_a_flip_folded_into_the_affine_grid_mirrors_exactly():
+    images = torch.rand(16, 3, 8, 8)
+    still = BatchAugment(jitter=False, scale=(1.0, 1.0), translate=0.0, rotate=0.0)  # an affine of flips only
+    out, flipped = still(images, torch.Generator().manual_seed(1))
+    assert 0 < int(flipped.sum()) < 16
+    assert torch.allclose(out[flipped], images[flipped].flip(-1), atol=1e-5)
+    assert torch.allclose(out[~flipped], images[~flipped], atol=1e-5)
+
+
+def test_colour_jitter_matches_brightness_then_contrast_then_saturation():
+    images = torch.rand(32, 3, 8, 8)
+    out, _ = BatchAugment(flip=False, affine=False)(images, torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)  # the same draws, in the same order: mask, b, c, s
+    apply = torch.rand(32, generator=generator) < 0.8
+    b, c, s = (torch.where(apply, 1 - v + 2 * v * torch.rand(32, generator=generator), 1.0) for v in (0.25, 0.25, 0.2))
+    b, c, s = (f[:, None, None, None] for f in (b, c, s))
+    weights = torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]
+    x = images * b
+    mean = (x * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = (x - mean) * c + mean
+    grey = (x * weights).sum(1, keepdim=True)
+    x = (x - grey) * s + grey
+    assert torch.allclose(out, x.clamp(0, 1), atol=1e-5)
+    assert not torch.allclose(out, images)

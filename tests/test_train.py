@@ -24,6 +24,7 @@ from facerec.models.lora import LoRA, merge_lora
 from facerec.training.batches import load_records
 from facerec.training.checkpoint import CHECKPOINT_FILE, Checkpointer, rng_state, set_rng_state
 from facerec.training.config import TrainConfig
+from facerec.training.losses import SupConLoss
 from facerec.training.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
 from facerec.training.trainer import Trainer, train
 
@@ -278,3 +279,29 @@ def test_crops_decoded_once_train_exactly_as_files_read_at_every_step(tmp_path, 
         trainer._train_epoch(1, deadline=None)
         weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+class _ProjectedSupCon(torch.nn.Module):
+    """An objective with its own parameters (as a distillation projection would have)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.projection = torch.nn.Linear(512, 16, bias=False)
+        self.loss = SupConLoss(0.1)
+
+    def forward(self, embeddings, batch):
+        assert batch.index.shape == batch.flipped.shape == (len(embeddings),)  # per-image look-ups are possible
+        return self.loss(self.projection(embeddings), batch.labels)
+
+
+def test_an_objective_with_parameters_is_optimised_and_checkpointed(tmp_path, monkeypatch):
+    import facerec.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "make_loss", lambda config: _ProjectedSupCon())
+    trainer = Trainer(tiny(tmp_path, "loss.kind=supcon", "epochs=1"))
+    before = trainer.loss_fn.projection.weight.detach().clone()
+    trainer._train_epoch(1, deadline=None)
+    assert not torch.equal(before, trainer.loss_fn.projection.weight)
+    trainer.checkpointer.save(trainer._stateful(), trainer.progress, None)
+    saved = torch.load(trainer.checkpointer.path, weights_only=True)
+    assert torch.equal(saved["loss"]["projection.weight"], trainer.loss_fn.projection.weight.detach())

@@ -32,7 +32,7 @@ from facerec.data.datasets import (
     split_by_identity,
 )
 from facerec.data.sampling import PairBatchSampler, PixelDataset, PKBatchSampler, decode_all, seed_worker
-from facerec.data.transforms import BatchAugment, seed_transform, train_transform
+from facerec.data.transforms import BatchAugment, one_thread, seed_transform, train_transform
 from facerec.errors import DataError
 from facerec.training.config import DataConfig, TrainConfig
 
@@ -175,9 +175,13 @@ class BatchSource:
             else:
                 yield Batch(images, index, flipped, labels=torch.tensor([k[1] for k in keys], dtype=torch.int64))
 
+    def _gather(self, indices: list[int]) -> torch.Tensor:
+        with one_thread():
+            return self.cache[indices].float().div_(255.0)
+
     def _pixels(self, seed: int) -> Iterator[torch.Tensor]:
         if self.in_process:
-            return (self.cache[indices].float().div_(255.0) for indices in _Flat(self.sampler))
+            return (self._gather(indices) for indices in _Flat(self.sampler))
         if self.dataset.transform is not None:
             seed_transform(self.dataset.transform, seed)
         return iter(

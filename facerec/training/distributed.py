@@ -52,6 +52,14 @@ class Distributed:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def average_gradients(self, params: list[nn.Parameter]) -> None:
+        """Average the gradients of parameters outside the DDP-wrapped model (an objective's own)."""
+        if self.world_size > 1:
+            for param in params:
+                if param.grad is not None:
+                    dist.all_reduce(param.grad)
+                    param.grad /= self.world_size
+
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` itself in a world of one, else its DistributedDataParallel wrapper."""
         if self.world_size == 1:

@@ -134,6 +134,7 @@ class Trainer:
         )
 
         self.optimizer, self.trainable = make_optimizer(self.model, self.loss_fn, config.optim)
+        self.loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         self.scheduler = warmup_cosine_scheduler(self.optimizer, config.epochs * sampler.steps, config.optim.warmup)
         self.amp_dtype = torch.bfloat16 if self._cuda and torch.cuda.is_bf16_supported() else torch.float16
         self.use_amp = config.amp and self._cuda
@@ -154,7 +155,7 @@ class Trainer:
     def _stateful(self) -> dict[str, Any]:
         """What a checkpoint holds besides progress, config and RNG states."""
         parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
-        return {**parts, "loss": self.loss_fn} if any(True for _ in self.loss_fn.parameters()) else parts
+        return {**parts, "loss": self.loss_fn} if self.loss_params else parts
 
     # ---- training
     def _step(self, batch: Batch) -> float:
@@ -168,6 +169,7 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.dist.average_gradients(self.loss_params)
         if self.config.optim.clip_grad:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.trainable, self.config.optim.clip_grad)
