@@ -12,10 +12,11 @@ In ONE run, on the same model (architecture, size, batch) and torch threads:
 - ``per_step``: ``decode=per_step`` + ``augment=strong``, the pipeline before crops were decoded
   once (JPEG decode + resize + albumentations per image and step).
 
-Then each pipeline produces batches without a model: its CPU milliseconds per image (the data
-cost alone, little affected by other load). Measurements alternate (A B C D, D C B A, ...) so that load from other processes hits all
+Measurements alternate (A B C D, D C B A, ...) so that load from other processes hits all
 alike; medians of wall-clock images/s and images per CPU-second (process + workers) are
 printed with the load average and logged to MLflow (experiment ``facerec-benchmarks``).
+Last, each pipeline produces batches without a model: its CPU milliseconds per image, the
+data cost alone (the least sensitive figure to other load).
 
     python benchmarks/train_speed.py --data /work/shared/data/lfw --crops /work/cache/crops/lfw-224
     python benchmarks/train_speed.py --sample          # the embedded 50-identity sample
