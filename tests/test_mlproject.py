@@ -78,7 +78,7 @@ def test_default_commands_are_accepted_by_their_configs(project, monkeypatch):
     from facerec.config import load_config
     from facerec.evaluation.config import EvalConfig
     from facerec.model_benchmark import load_benchmark_config
-    from facerec.training import TrainConfig
+    from facerec.training.config import TrainConfig
     from pipelines.build_gallery import DEFAULT_CONFIG as GALLERY_CONFIG
     from pipelines.build_gallery import GalleryBuild
     from pipelines.main import MainJob

@@ -1,4 +1,4 @@
-"""Pair and P x K batch sampling: balance, identities, determinism, sharding; augmented datasets."""
+"""Pair and P x K batch sampling: balance, identities, determinism, sharding; decoded pixels and augmentation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from facerec.data.datasets import ImageRecord
-from facerec.data.sampling import LabelledDataset, PairBatchSampler, PairDataset, PKBatchSampler
-from facerec.data.transforms import apply, eval_transform, seed_transform, train_transform
+from facerec.data.sampling import PairBatchSampler, PixelDataset, PKBatchSampler, decode, decode_all
+from facerec.data.transforms import BatchAugment, apply, eval_transform, seed_transform, train_transform
 from facerec.errors import ConfigError, DataError
 
 
@@ -114,21 +114,60 @@ def photo_records(tmp_path) -> list[ImageRecord]:
     return records
 
 
-def test_a_photo_paired_with_itself_gets_two_different_augmentations(photo_records):
-    dataset = PairDataset(photo_records, train_transform(32, "strong"))
+def paths(records) -> list[str]:
+    return [str(r.path) for r in records]
+
+
+def test_a_photo_drawn_twice_gets_two_different_strong_augmentations(photo_records):
+    dataset = PixelDataset(paths(photo_records), 32, transform=train_transform(32, "strong"))
     seed_transform(dataset.transform, 0)
-    a, b, same = dataset[(2, 2, True)]
+    a, b = dataset[2], dataset[2]
     assert a.shape == b.shape == (3, 32, 32) and a.dtype == torch.float32
     assert a.min() >= 0.0 and a.max() <= 1.0
-    assert same == 1.0 and not torch.equal(a, b)
+    assert not torch.equal(a, b)
 
 
-def test_augmentation_is_reproducible_from_its_seed(photo_records):
-    dataset = LabelledDataset(photo_records, train_transform(32, "strong"))
+def test_strong_augmentation_is_reproducible_from_its_seed(photo_records):
+    dataset = PixelDataset(paths(photo_records), 32, transform=train_transform(32, "strong"))
     seed_transform(dataset.transform, 7)
-    first = [dataset[(i, 0)][0] for i in range(3)]
+    first = [dataset[i] for i in range(3)]
     seed_transform(dataset.transform, 7)
-    assert all(torch.equal(x, y) for x, y in zip(first, [dataset[(i, 0)][0] for i in range(3)]))
+    assert all(torch.equal(x, y) for x, y in zip(first, [dataset[i] for i in range(3)]))
+
+
+def test_crops_decoded_once_hold_the_pixels_the_embedder_sees(photo_records):
+    from facerec.data.images import load_image
+    from facerec.models import create_embedder
+
+    model = create_embedder("resnet18", input_size=32)
+    cache = decode_all(paths(photo_records), 32, progress=False)
+    assert cache.shape == (3, 3, 32, 32) and cache.dtype == torch.uint8
+    for i, record in enumerate(photo_records):
+        assert torch.equal(cache[i].float() / 255.0, model.preprocess(load_image(record.path)))
+        assert torch.equal(decode(str(record.path), 32), cache[i])
+    from_cache = PixelDataset(paths(photo_records), 32, cache=cache)
+    from_files = PixelDataset(paths(photo_records), 32)
+    assert all(torch.equal(from_cache[i], from_files[i]) for i in range(3))
+
+
+def test_batch_augmentation_reports_which_images_it_mirrored():
+    images = torch.rand(64, 3, 16, 16)
+    out, flipped = BatchAugment(affine=False, jitter=False)(images, torch.Generator().manual_seed(0))
+    assert 10 < int(flipped.sum()) < 54
+    assert torch.equal(out[flipped], images[flipped].flip(-1)) and torch.equal(out[~flipped], images[~flipped])
+
+
+def test_light_batch_augmentation_draws_each_image_anew_and_repeats_from_its_seed():
+    image = torch.rand(1, 3, 32, 32)
+    batch = image.expand(8, -1, -1, -1).contiguous()  # one photo drawn 8 times (single-image identity)
+    augment = BatchAugment.for_augment("light")
+    out, _ = augment(batch, torch.Generator().manual_seed(3))
+    assert out.shape == batch.shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert len({tuple(x.flatten()[:50].tolist()) for x in out}) == 8  # eight different views
+    again, _ = augment(batch, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)
+    unchanged, flipped = BatchAugment.for_augment("none")(batch, torch.Generator().manual_seed(3))
+    assert torch.equal(unchanged, batch) and not flipped.any()
 
 
 def test_eval_transform_matches_the_embedder_preprocessing(photo_records):
@@ -138,3 +177,29 @@ def test_eval_transform_matches_the_embedder_preprocessing(photo_records):
     x = apply(eval_transform(24), image)
     assert x.shape == (3, 24, 24)
     assert torch.equal(apply(train_transform(24, "none"), image), x)  # "none" = plain resize
+
+
+def test_a_flip_folded_into_the_affine_grid_mirrors_exactly():
+    images = torch.rand(16, 3, 8, 8)
+    still = BatchAugment(jitter=False, scale=(1.0, 1.0), translate=0.0, rotate=0.0)  # an affine of flips only
+    out, flipped = still(images, torch.Generator().manual_seed(1))
+    assert 0 < int(flipped.sum()) < 16
+    assert torch.allclose(out[flipped], images[flipped].flip(-1), atol=1e-5)
+    assert torch.allclose(out[~flipped], images[~flipped], atol=1e-5)
+
+
+def test_colour_jitter_matches_brightness_then_contrast_then_saturation():
+    images = torch.rand(32, 3, 8, 8)
+    out, _ = BatchAugment(flip=False, affine=False)(images, torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)  # the same draws, in the same order: mask, b, c, s
+    apply = torch.rand(32, generator=generator) < 0.8
+    b, c, s = (torch.where(apply, 1 - v + 2 * v * torch.rand(32, generator=generator), 1.0) for v in (0.25, 0.25, 0.2))
+    b, c, s = (f[:, None, None, None] for f in (b, c, s))
+    weights = torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]
+    x = images * b
+    mean = (x * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = (x - mean) * c + mean
+    grey = (x * weights).sum(1, keepdim=True)
+    x = (x - grey) * s + grey
+    assert torch.allclose(out, x.clamp(0, 1), atol=1e-5)
+    assert not torch.allclose(out, images)

@@ -30,11 +30,14 @@ _EXPORTS = {
     "train_transform": "transforms",
     "apply": "transforms",
     "seed_transform": "transforms",
+    "Augment": "transforms",
+    "BatchAugment": "transforms",
     "IdentityIndex": "sampling",
     "PairBatchSampler": "sampling",
     "PKBatchSampler": "sampling",
-    "PairDataset": "sampling",
-    "LabelledDataset": "sampling",
+    "PixelDataset": "sampling",
+    "decode": "sampling",
+    "decode_all": "sampling",
     "seed_worker": "sampling",
 }
 __all__ = list(_EXPORTS)

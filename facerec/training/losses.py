@@ -7,15 +7,29 @@
   With several positives per anchor, InfoNCE pools them inside the log
   (``L_in``), SupCon averages the log-terms over them (``L_out``, Khosla et
   al. 2020, Eq. 2); with K = 2 both are the NT-Xent loss of SimCLR.
+
+The trainer calls an *objective*: ``objective(embeddings, batch) -> loss`` on a whole
+``facerec.training.batches.Batch`` (images' record indices, flips, labels or pair flags), so
+a loss that needs more than labels (e.g. a teacher's vectors looked up by ``batch.index``
+and ``batch.flipped``) plugs in without touching the loop. ``make_loss`` builds it from
+``LossConfig``; parameters of an objective (a projection, class centres) are optimised at
+``head_lr`` and checkpointed with the model.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from facerec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from facerec.training.batches import Batch
+    from facerec.training.config import LossConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +94,35 @@ class SupConLoss(_InBatchLoss):
     def _reduce(self, log_prob: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         positive_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob))
         return -positive_log_prob.sum(dim=1) / positives.sum(dim=1)
+
+
+class PairObjective(nn.Module):
+    """A pair loss on a pair batch: the first half of the embeddings against the second half."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.loss(*embeddings.chunk(2), batch.same)
+
+
+class LabelObjective(nn.Module):
+    """An in-batch loss on a P x K batch: embeddings and identity labels."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.loss(embeddings, batch.labels)
+
+
+def make_loss(config: LossConfig) -> nn.Module:
+    """The training objective of ``config``: ``objective(embeddings, batch) -> scalar loss``."""
+    try:
+        if config.kind == "contrastive":
+            return PairObjective(ContrastiveLoss(config.margin))
+        return LabelObjective((InfoNCELoss if config.kind == "infonce" else SupConLoss)(config.temperature))
+    except ValueError as exc:
+        raise ConfigError(f"loss: {exc}") from None
