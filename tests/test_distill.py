@@ -1,0 +1,227 @@
+"""Distillation: the loss on hand-made teacher vectors, centring, margin-loss recipes, the teacher
+cache (hit, miss, invalidation) and a few real distillation steps. Tiny seeded models, offline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from facerec.data.datasets import read_identity_folder
+from facerec.models import create_embedder
+from facerec.training.distill import DistillLoss, MixedLoss, off_diagonal_cosines, teacher_targets
+from facerec.training.losses import MARGIN_LOSSES, SupConLoss, margin_loss
+from facerec.training.teacher import INDEX_FILE, TeacherCache
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def unit_rows(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def random_rotation(d: int, seed: int = 1) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed)))
+    return q
+
+
+# ------------------------------------------------------------------ loss
+def test_a_student_with_the_teachers_geometry_has_zero_distillation_loss():
+    t = unit_rows(12, 8)
+    rotated = t @ random_rotation(8)  # same cosines, another basis: relational matching ignores the basis
+    assert DistillLoss(8, 8, "relational")(rotated, t).item() == pytest.approx(0.0, abs=1e-10)
+
+    cosine = DistillLoss(8, 8, "cosine")
+    with torch.no_grad():
+        cosine.projection.weight.copy_(random_rotation(8))  # z @ W.T = t Q Q.T = t: undoes the rotation
+    assert cosine(rotated, t).item() == pytest.approx(0.0, abs=1e-6)
+    both = DistillLoss(8, 8, "both")
+    both.projection.load_state_dict(cosine.projection.state_dict())
+    assert both(rotated, t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_student_with_another_geometry_pays_a_positive_loss_with_a_gradient():
+    t, z = unit_rows(12, 8, seed=0), unit_rows(12, 16, seed=5).requires_grad_(True)
+    for mode in ("cosine", "relational", "both"):
+        z.grad = None
+        loss = DistillLoss(16, 8, mode)(z, t)
+        loss.backward()
+        assert loss.item() > 0.05 and z.grad.abs().sum() > 0
+
+
+def test_relational_loss_is_the_mean_squared_difference_of_the_off_diagonal_cosines():
+    z = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    t = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    # student cosines (0, .707, .707) vs teacher (1, 0, 0): each counted twice in the symmetric matrix
+    expected = ((0 - 1) ** 2 + 0.5 + 0.5) / 3
+    assert DistillLoss(2, 2, "relational")(z, t).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_unknown_mode_and_a_mix_without_parts_are_refused():
+    with pytest.raises(ValueError, match="mode"):
+        DistillLoss(4, 4, "kl")
+    with pytest.raises(ValueError):
+        MixedLoss(None, None)
+
+
+def test_mixed_loss_is_the_weighted_sum_of_its_parts():
+    torch.manual_seed(0)
+    z, t = unit_rows(8, 6, seed=2), unit_rows(8, 4, seed=3)
+    labels = torch.arange(4).repeat_interleave(2)
+    distill, metric = DistillLoss(6, 4, "relational"), SupConLoss(0.1)
+    mixed = MixedLoss(distill, metric, distill_weight=2.0, metric_weight=0.5)
+    expected = 2.0 * distill(z, t) + 0.5 * metric(z, labels)
+    assert mixed(z, labels, t).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(mixed.last) == {"distill_loss", "metric_loss"}
+    with pytest.raises(ValueError, match="targets"):
+        mixed(z, labels)
+
+
+# ------------------------------------------------------------------ centring
+def test_centring_removes_the_direction_every_teacher_vector_shares():
+    # a teacher like dlib: a common direction plus a small per-person part -> high cosine between anyone
+    common = F.normalize(torch.ones(16), dim=0)
+    vectors = F.normalize(3 * common + unit_rows(200, 16, seed=4), dim=-1).numpy()
+    assert off_diagonal_cosines(torch.from_numpy(vectors)).item() > 0.8
+    targets, mean = teacher_targets(vectors, centre=True)
+    assert abs(off_diagonal_cosines(targets).item()) < 0.01
+    assert torch.allclose(targets.norm(dim=1), torch.ones(200), atol=1e-5)
+    assert F.cosine_similarity(mean, common, dim=0).item() > 0.95
+
+    raw, zero = teacher_targets(vectors, centre=False)
+    assert torch.equal(zero, torch.zeros(16)) and off_diagonal_cosines(raw).item() > 0.8
+
+
+def test_the_target_of_a_crop_averages_its_own_and_its_mirror_images_vector():
+    v, f = unit_rows(5, 4, seed=6).numpy(), unit_rows(5, 4, seed=7).numpy()
+    targets, _ = teacher_targets(v, f, centre=False)
+    assert torch.allclose(targets, F.normalize(torch.from_numpy(v + f), dim=-1))
+
+
+# ------------------------------------------------------------------ margin recipes
+@pytest.mark.parametrize("kind", sorted(MARGIN_LOSSES))
+def test_a_margin_loss_recipe_builds_and_its_class_weights_train_with_the_model(kind):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(10, 6)
+    loss_fn = margin_loss(kind, num_classes=5, embedding_dim=6)
+    optimizer = torch.optim.SGD([*model.parameters(), *loss_fn.parameters()], lr=0.5)
+    x, labels = torch.randn(20, 10), torch.arange(5).repeat(4)
+    weights = loss_fn.W.detach().clone()
+    losses = []
+    for _ in range(15):
+        loss = loss_fn(F.normalize(model(x), dim=-1), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert not torch.equal(weights, loss_fn.W.detach())  # the class weights are in the optimizer
+
+
+def test_a_margin_loss_with_an_unknown_name_or_one_class_is_refused():
+    with pytest.raises(ValueError, match="unknown"):
+        margin_loss("sphereface", 5, 8)
+    with pytest.raises(ValueError, match="classes"):
+        margin_loss("arcface", 1, 8)
+
+
+# ------------------------------------------------------------------ teacher cache
+class CountingTeacher:
+    """A real (tiny, seeded) embedder that counts how many images it was asked to embed."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.model = create_embedder("resnet18", pretrained="none", input_size=32, seed=seed)
+        self.calls = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self.model.fingerprint
+
+    def embed_images(self, images):
+        self.calls += len(images)
+        return self.model.embed_images(images)
+
+
+@pytest.fixture()
+def crops(tmp_path: Path, sample_dir: Path) -> list[Path]:
+    """Six sample photos copied to a writable folder (the test edits one)."""
+    out = []
+    for record in read_identity_folder(sample_dir)[:6]:
+        dest = tmp_path / "crops" / record.identity / Path(record.path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(record.path, dest)
+        out.append(dest)
+    return out
+
+
+def test_teacher_vectors_are_computed_once_then_read_from_the_cache(tmp_path, crops):
+    cache, teacher = TeacherCache(tmp_path / "cache"), CountingTeacher()
+    first = cache.vectors(teacher, crops, spec="resnet18", progress=False)
+    assert first.computed == 6 and teacher.calls == 12  # each crop and its mirror image
+    assert first.vectors.shape == first.flipped.shape == (6, 512)
+    assert not np.allclose(first.vectors, first.flipped)
+    np.testing.assert_allclose(first.vectors, teacher.model.embed_images([Image.open(p) for p in crops]), atol=1e-5)
+
+    again = TeacherCache(tmp_path / "cache").vectors(teacher, crops, progress=False)  # a new run, same teacher
+    assert again.computed == 0 and teacher.calls == 12
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    np.testing.assert_array_equal(again.flipped, first.flipped)
+    index = json.loads((tmp_path / "cache" / INDEX_FILE).read_text())
+    assert index["teachers"][teacher.fingerprint]["count"] == 6
+    with np.load(tmp_path / "cache" / index["teachers"][teacher.fingerprint]["file"], allow_pickle=False) as data:
+        assert data["hashes"].dtype.kind == "U"  # plain arrays only: no pickle needed to read it
+
+
+def test_a_changed_crop_is_recomputed_and_the_others_are_not(tmp_path, crops):
+    cache, teacher = TeacherCache(tmp_path / "cache"), CountingTeacher()
+    before = cache.vectors(teacher, crops, progress=False)
+    Image.open(crops[2]).rotate(20).save(crops[2])  # the crop stage wrote a different crop at the same path
+    after = cache.vectors(teacher, crops, progress=False)
+    assert after.computed == 1 and teacher.calls == 12 + 2
+    assert not np.allclose(after.vectors[2], before.vectors[2])
+    np.testing.assert_array_equal(np.delete(after.vectors, 2, 0), np.delete(before.vectors, 2, 0))
+
+
+def test_another_teacher_or_changed_teacher_weights_miss_the_cache(tmp_path, crops):
+    cache, teacher = TeacherCache(tmp_path / "cache"), CountingTeacher(seed=0)
+    cache.vectors(teacher, crops, progress=False)
+    other = CountingTeacher(seed=1)
+    assert cache.vectors(other, crops, progress=False).computed == 6
+    with torch.no_grad():
+        next(teacher.model.parameters()).add_(0.1)
+    teacher.model.invalidate_fingerprint()
+    assert cache.vectors(teacher, crops, progress=False).computed == 6
+    assert len(json.loads((tmp_path / "cache" / INDEX_FILE).read_text())["teachers"]) == 3
+
+
+# ------------------------------------------------------------------ learning
+def test_a_few_distillation_steps_lower_the_loss(tmp_path, crops):
+    teacher = CountingTeacher(seed=3)
+    cached = TeacherCache(tmp_path / "cache").vectors(teacher, crops, progress=False)
+    targets, _ = teacher_targets(cached.vectors, cached.flipped, centre=True)
+    student = create_embedder("resnet18", pretrained="none", input_size=32, embedding_dim=64, seed=0)
+    loss_fn = MixedLoss(DistillLoss(64, targets.shape[1], "both"))
+    images = torch.stack([student.preprocess(Image.open(p).convert("RGB")) for p in crops])
+    labels = torch.arange(len(crops))
+    optimizer = torch.optim.Adam([*student.parameters(), *loss_fn.parameters()], lr=1e-3)
+    student.train()
+    losses = []
+    for _ in range(12):
+        loss = loss_fn(student(images), labels, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
