@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 
 from facerec.data.datasets import read_identity_folder
 from facerec.models import create_embedder
-from facerec.training.distill import DistillLoss, MixedLoss, off_diagonal_cosines, teacher_targets
+from facerec.training.distill import DistillLoss, DistillObjective, off_diagonal_cosines, teacher_targets
 from facerec.training.losses import MARGIN_LOSSES, SupConLoss, margin_loss
 from facerec.training.teacher import INDEX_FILE, TeacherCache
 
@@ -72,21 +73,36 @@ def test_relational_loss_is_the_mean_squared_difference_of_the_off_diagonal_cosi
 def test_an_unknown_mode_and_a_mix_without_parts_are_refused():
     with pytest.raises(ValueError, match="mode"):
         DistillLoss(4, 4, "kl")
-    with pytest.raises(ValueError):
-        MixedLoss(None, None)
+    with pytest.raises(ValueError, match="weight"):
+        DistillObjective(DistillLoss(4, 4), torch.zeros(3, 2, 4), weight=-1.0)
 
 
-def test_mixed_loss_is_the_weighted_sum_of_its_parts():
-    torch.manual_seed(0)
-    z, t = unit_rows(8, 6, seed=2), unit_rows(8, 4, seed=3)
-    labels = torch.arange(4).repeat_interleave(2)
-    distill, metric = DistillLoss(6, 4, "relational"), SupConLoss(0.1)
-    mixed = MixedLoss(distill, metric, distill_weight=2.0, metric_weight=0.5)
-    expected = 2.0 * distill(z, t) + 0.5 * metric(z, labels)
-    assert mixed(z, labels, t).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert set(mixed.last) == {"distill_loss", "metric_loss"}
-    with pytest.raises(ValueError, match="targets"):
-        mixed(z, labels)
+class LabelLoss(torch.nn.Module):
+    """A base objective on a batch's labels (what the trainer wraps SupCon in)."""
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, embeddings, batch):
+        return self.loss(embeddings, batch.labels)
+
+
+def test_the_objective_picks_each_views_target_and_adds_the_weighted_parts():
+    z = unit_rows(8, 6, seed=2)
+    targets = torch.stack([unit_rows(10, 4, seed=3), unit_rows(10, 4, seed=4)], dim=1)  # 10 records x 2 views
+    batch = SimpleNamespace(
+        index=torch.tensor([9, 0, 3, 3, 5, 1, 2, 7]),
+        flipped=torch.tensor([0, 1, 0, 1, 0, 0, 1, 1], dtype=torch.bool),
+        labels=torch.arange(4).repeat_interleave(2),
+    )
+    distill, supcon = DistillLoss(6, 4, "relational"), SupConLoss(0.1)
+    objective = DistillObjective(distill, targets, weight=2.0, base=LabelLoss(supcon))
+    seen = targets[batch.index, batch.flipped.long()]
+    expected = 2.0 * distill(z, seen) + supcon(z, batch.labels)
+    assert objective(z, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(objective.last) == {"distill_loss", "metric_loss"}
+    assert "targets" not in objective.state_dict()  # rebuilt from the teacher cache, not checkpointed
 
 
 # ------------------------------------------------------------------ centring
@@ -96,18 +112,24 @@ def test_centring_removes_the_direction_every_teacher_vector_shares():
     vectors = F.normalize(3 * common + unit_rows(200, 16, seed=4), dim=-1).numpy()
     assert off_diagonal_cosines(torch.from_numpy(vectors)).item() > 0.8
     targets, mean = teacher_targets(vectors, centre=True)
-    assert abs(off_diagonal_cosines(targets).item()) < 0.01
-    assert torch.allclose(targets.norm(dim=1), torch.ones(200), atol=1e-5)
+    assert targets.shape == (200, 2, 16)
+    assert abs(off_diagonal_cosines(targets[:, 0]).item()) < 0.01
+    assert torch.allclose(targets.norm(dim=-1), torch.ones(200, 2), atol=1e-5)
     assert F.cosine_similarity(mean, common, dim=0).item() > 0.95
 
     raw, zero = teacher_targets(vectors, centre=False)
-    assert torch.equal(zero, torch.zeros(16)) and off_diagonal_cosines(raw).item() > 0.8
+    assert torch.equal(zero, torch.zeros(16)) and off_diagonal_cosines(raw[:, 0]).item() > 0.8
 
 
-def test_the_target_of_a_crop_averages_its_own_and_its_mirror_images_vector():
-    v, f = unit_rows(5, 4, seed=6).numpy(), unit_rows(5, 4, seed=7).numpy()
-    targets, _ = teacher_targets(v, f, centre=False)
-    assert torch.allclose(targets, F.normalize(torch.from_numpy(v + f), dim=-1))
+def test_a_mirrored_view_gets_the_mirror_images_vector_or_the_average_of_both():
+    v, f = unit_rows(5, 4, seed=6), unit_rows(5, 4, seed=7)
+    matched, _ = teacher_targets(v.numpy(), f.numpy(), centre=False, flip="match")
+    assert torch.allclose(matched[:, 0], v, atol=1e-6) and torch.allclose(matched[:, 1], f, atol=1e-6)
+    averaged, _ = teacher_targets(v.numpy(), f.numpy(), centre=False, flip="average")
+    assert torch.allclose(averaged[:, 0], F.normalize(v + f, dim=-1), atol=1e-6)
+    assert torch.equal(averaged[:, 0], averaged[:, 1])
+    own, _ = teacher_targets(v.numpy(), None, centre=False)  # mirror vectors not computed
+    assert torch.equal(own[:, 0], own[:, 1])
 
 
 # ------------------------------------------------------------------ margin recipes
@@ -212,16 +234,26 @@ def test_a_few_distillation_steps_lower_the_loss(tmp_path, crops):
     cached = TeacherCache(tmp_path / "cache").vectors(teacher, crops, progress=False)
     targets, _ = teacher_targets(cached.vectors, cached.flipped, centre=True)
     student = create_embedder("resnet18", pretrained="none", input_size=32, embedding_dim=64, seed=0)
-    loss_fn = MixedLoss(DistillLoss(64, targets.shape[1], "both"))
+    loss_fn = DistillObjective(DistillLoss(64, targets.shape[-1], "both"), targets)
     images = torch.stack([student.preprocess(Image.open(p).convert("RGB")) for p in crops])
-    labels = torch.arange(len(crops))
+    batch = SimpleNamespace(index=torch.arange(len(crops)), flipped=torch.zeros(len(crops), dtype=torch.bool))
     optimizer = torch.optim.Adam([*student.parameters(), *loss_fn.parameters()], lr=1e-3)
     student.train()
     losses = []
     for _ in range(12):
-        loss = loss_fn(student(images), labels, targets)
+        loss = loss_fn(student(images), batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_mirror_vectors_skipped_for_a_slow_teacher_are_computed_later_and_only_they(tmp_path, crops):
+    cache, teacher = TeacherCache(tmp_path / "cache"), CountingTeacher()
+    plain = cache.vectors(teacher, crops, flip=False, progress=False)
+    assert plain.flipped is None and plain.computed == 6 and teacher.calls == 6
+    full = cache.vectors(teacher, crops, flip=True, progress=False)
+    assert full.computed == 6 and teacher.calls == 12  # the six mirror images, not the crops again
+    np.testing.assert_array_equal(full.vectors, plain.vectors)
+    assert np.isfinite(full.flipped).all()

@@ -3,18 +3,18 @@
 The teacher's vectors for every training crop come from ``facerec.training.teacher``
 (computed once, cached on disk). This module turns them into targets and losses:
 
-- ``teacher_targets``: one target per crop, the teacher's vector of the crop and of its
-  horizontal flip averaged (flip-invariant, so a flipped training view keeps its target),
-  then *centred*: the mean target of the training crops is subtracted and the result
-  renormalised. Face models put every face in a narrow cone (dlib's unit vectors: mean
+- ``teacher_targets``: a target per crop and per mirror image (the teacher's vector of
+  the view the student sees, or their mean), *centred*: the mean target of the training
+  crops is subtracted and the result renormalised. Face models put every face in a narrow cone (dlib's unit vectors: mean
   cosine 0.83 between different LFW people, 0.00 once the mean is removed), so an
   uncentred cosine regression spends most of its signal on the shared direction.
 - ``DistillLoss``: ``cosine`` regression of a bias-free projection of the student's
   embedding to the teacher's dimension (``1 - cos(P z, t)``), ``relational`` matching of
   the in-batch cosine-similarity matrices (``mean_{i != j} (z_i.z_j - t_i.t_j)^2``; needs no
   projection and leaves the student's own space free), or ``both`` (their sum).
-- ``MixedLoss``: ``distill_weight * distill + metric_weight * metric`` where the metric
-  loss is SupCon or a margin-based softmax (ArcFace...) on the identity labels.
+- ``DistillObjective``: what the trainer calls on a batch, ``weight * distill + base``
+  where the optional base objective is SupCon or a margin-based softmax (ArcFace...) on
+  the identity labels; each image's target is looked up by its record index and flip.
 
 The projection and the margin losses' class weights are trainable: the trainer puts
 ``loss.parameters()`` into the optimizer and the checkpoint.
@@ -22,32 +22,64 @@ The projection and the margin losses' class weights are trainable: the trainer p
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 DistillMode = Literal["cosine", "relational", "both"]
 DISTILL_MODES = ("cosine", "relational", "both")
+FlipTargets = Literal["match", "average", "none"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Distillation settings (``loss.distill``); active when ``teacher`` is set or ``loss.kind: distill``.
+
+    ``teacher``: any ``--model`` spec (``dlib-resnet``, ``onnx:PATH``, a registry name, a model
+    directory), with ``pretrained`` for registry names. ``mode``: ``cosine`` | ``relational`` |
+    ``both``. ``centre``: subtract the training crops' mean teacher vector. ``flip``: target of a
+    mirrored view (``match`` its mirror image's vector, ``average``, or ``none``: mirror images
+    not computed, for a slow teacher). ``weight``: of the distillation term next to a metric loss.
+    ``cache``: teacher cache folder (default ``$FACEREC_CACHE/teachers``).
+    """
+
+    teacher: str | None = None
+    pretrained: str | None = None
+    mode: DistillMode = "cosine"
+    centre: bool = True
+    flip: FlipTargets = "match"
+    weight: float = 1.0
+    cache: str | None = None
+    batch_size: int = 32
 
 
 def teacher_targets(
-    vectors: np.ndarray, flipped: np.ndarray | None = None, centre: bool = True
+    vectors: np.ndarray, flipped: np.ndarray | None = None, centre: bool = True, flip: FlipTargets = "match"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(targets (N, D) unit rows, the mean that was subtracted (D,)).
+    """(targets (N, 2, D): unit target of each crop [0] and of its mirror image [1], the subtracted mean (D,)).
 
     ``vectors``/``flipped``: the teacher's vectors of the training crops and of their mirror
-    images. The mean is estimated on exactly these rows, so pass the training crops only
-    (never validation or test crops). ``centre=False`` keeps the raw direction (mean = 0).
+    images (``None``: not computed, the crop's own vector serves both views). ``flip``:
+    ``match`` gives a mirrored view its mirror image's vector, ``average`` gives both views
+    the mean of the two (the teacher with flip test-time augmentation). The mean is estimated
+    on exactly these rows, so pass the training crops only (never validation or test crops).
+    ``centre=False`` keeps the raw direction (mean = 0).
     """
-    v = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
-    if flipped is not None:
-        v = v + torch.as_tensor(np.asarray(flipped, dtype=np.float32))
-    v = F.normalize(v, dim=-1)
-    mean = v.mean(dim=0) if centre else torch.zeros(v.shape[1])
-    return F.normalize(v - mean, dim=-1), mean
+    v = F.normalize(torch.as_tensor(np.asarray(vectors, dtype=np.float32)), dim=-1)
+    f = v if flipped is None else F.normalize(torch.as_tensor(np.asarray(flipped, dtype=np.float32)), dim=-1)
+    if flip == "average":
+        v = f = F.normalize(v + f, dim=-1)
+    pair = torch.stack([v, f], dim=1)
+    mean = pair.mean(dim=(0, 1)) if centre else torch.zeros(pair.shape[-1])
+    return F.normalize(pair - mean, dim=-1), mean
 
 
 def off_diagonal_cosines(vectors: torch.Tensor) -> torch.Tensor:
@@ -88,36 +120,78 @@ class DistillLoss(nn.Module):
         return self.cosine(z, t) + self.relational(z, t)
 
 
-class MixedLoss(nn.Module):
-    """``distill_weight * distill(z, t) + metric_weight * metric(z, labels)``; either part may be absent."""
+class DistillObjective(nn.Module):
+    """Training objective ``(embeddings, batch) -> loss``: ``weight * distill + base``.
+
+    ``targets`` (N, 2, Dt): per training record, the target of the crop and of its mirror image;
+    a batch picks ``targets[batch.index, batch.flipped]``. ``base``: another objective on the
+    same batch (SupCon, ArcFace, ...) or ``None`` for distillation alone.
+    """
 
     def __init__(
-        self,
-        distill: DistillLoss | None,
-        metric: nn.Module | None = None,
-        distill_weight: float = 1.0,
-        metric_weight: float = 1.0,
+        self, distill: DistillLoss, targets: torch.Tensor, weight: float = 1.0, base: nn.Module | None = None
     ) -> None:
         super().__init__()
-        if distill is None and metric is None:
-            raise ValueError("a mixed loss needs a distillation or a metric part")
-        if distill_weight < 0 or metric_weight < 0:
-            raise ValueError(f"loss weights must be >= 0, got {distill_weight}, {metric_weight}")
-        self.distill, self.metric = distill, metric
-        self.distill_weight, self.metric_weight = distill_weight, metric_weight
+        if weight < 0:
+            raise ValueError(f"distillation weight must be >= 0, got {weight}")
+        self.distill, self.base, self.weight = distill, base, weight
+        # Not in the state dict: rebuilt from the teacher cache, and large.
+        self.register_buffer("targets", torch.as_tensor(targets, dtype=torch.float32), persistent=False)
         self.last: dict[str, float] = {}  # the parts of the last call, for logging
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        total = z.sum() * 0.0
-        self.last = {}
-        if self.distill is not None:
-            if targets is None:
-                raise ValueError("distillation needs the teacher targets of the batch")
-            part = self.distill(z, targets)
-            self.last["distill_loss"] = part.item()
-            total = total + self.distill_weight * part
-        if self.metric is not None:
-            part = self.metric(z.float(), labels)
-            self.last["metric_loss"] = part.item()
-            total = total + self.metric_weight * part
-        return total
+    def forward(self, embeddings: torch.Tensor, batch) -> torch.Tensor:
+        index = batch.index.to(self.targets.device)
+        side = batch.flipped.to(self.targets.device).long()
+        part = self.distill(embeddings, self.targets[index, side])
+        self.last = {"distill_loss": part.item()}
+        loss = self.weight * part
+        if self.base is not None:
+            metric = self.base(embeddings, batch)
+            self.last["metric_loss"] = metric.item()
+            loss = loss + metric
+        return loss
+
+
+def build_objective(
+    config: DistillConfig, base: nn.Module | None, student_dim: int, paths: Sequence[str], progress: bool = True
+) -> tuple[DistillObjective, dict[str, Any]]:
+    """The distillation objective over the training crops ``paths`` (record order), and what to record
+    about the teacher in the model directory (``model.json`` ``teacher``)."""
+    from facerec.errors import ConfigError
+    from facerec.models import load_model
+    from facerec.training.teacher import TeacherCache
+
+    if not config.teacher:
+        raise ConfigError("distillation needs loss.distill.teacher (e.g. dlib-resnet or onnx:/path/model.onnx)")
+    teacher = load_model(config.teacher, pretrained=config.pretrained)
+    cached = TeacherCache(config.cache).vectors(
+        teacher, paths, spec=config.teacher, flip=config.flip != "none", batch_size=config.batch_size, progress=progress
+    )
+    targets, mean = teacher_targets(cached.vectors, cached.flipped, centre=config.centre, flip=config.flip)
+    raw = F.normalize(torch.from_numpy(cached.vectors), dim=-1)
+    info = {
+        "spec": config.teacher,
+        "fingerprint": cached.fingerprint,
+        "embedding_dim": int(targets.shape[-1]),
+        "mode": config.mode,
+        "centred": config.centre,
+        "flip": config.flip,
+        "weight": config.weight,
+        "training_crops": len(paths),
+        "mean_cosine_raw": round(float(off_diagonal_cosines(raw)), 4),
+        "mean_cosine_targets": round(float(off_diagonal_cosines(targets[:, 0])), 4),
+        "mean_norm": round(float(mean.norm()), 4),
+    }
+    log.info(
+        "teacher %s: %d training crops (%d computed now); mean cosine between crops %.3f raw, %.3f as targets",
+        config.teacher,
+        len(paths),
+        cached.computed,
+        info["mean_cosine_raw"],
+        info["mean_cosine_targets"],
+    )
+    try:
+        distill = DistillLoss(student_dim, int(targets.shape[-1]), config.mode)
+        return DistillObjective(distill, targets, config.weight, base), info
+    except ValueError as exc:
+        raise ConfigError(f"loss.distill: {exc}") from None

@@ -11,6 +11,7 @@ Layout of a cache folder::
     index.json               {"format": 1, "teachers": {fingerprint: {"file", "spec", "dim", "count"}}}
     <sha256(fingerprint)[:24]>.npz    hashes (N,) str, vectors (N, D) float32, flipped (N, D) float32
 
+Mirror vectors not computed yet (``flip=False``, for a slow teacher) are NaN rows.
 One ``.npz`` per teacher, keyed by the teacher's fingerprint (its weights hash: a
 retrained or replaced teacher gets a new file), each row keyed by the SHA-256 of the
 crop file's bytes (a re-cropped image misses and is computed again; a copied tree
@@ -68,7 +69,7 @@ class TeacherVectors:
     """The teacher's vectors of some crops (input order) and of their horizontal flips."""
 
     vectors: np.ndarray
-    flipped: np.ndarray
+    flipped: np.ndarray | None  # None when asked without mirror images
     fingerprint: str
     computed: int  # how many crops were missing from the cache and computed now
 
@@ -131,28 +132,60 @@ class TeacherCache:
 
     # ---- the one call
     def vectors(
-        self, teacher, paths: Sequence[str | Path], spec: str = "", batch_size: int = 32, progress: bool = True
+        self,
+        teacher,
+        paths: Sequence[str | Path],
+        spec: str = "",
+        flip: bool = True,
+        batch_size: int = 32,
+        progress: bool = True,
     ) -> TeacherVectors:
-        """The teacher's vectors of ``paths`` and of their flips: cached rows reused, the rest computed and stored."""
+        """The teacher's vectors of ``paths`` (and of their mirror images when ``flip``).
+
+        Cached rows are reused, the rest computed and stored. ``flip=False`` halves the cost
+        of a slow teacher: mirror vectors not computed are stored as NaN and ``flipped`` is
+        ``None``; a later ``flip=True`` call computes just those.
+        """
         from tqdm.auto import tqdm
 
         fingerprint = teacher_fingerprint(teacher)
         paths = [Path(p) for p in paths]
         hashes = [content_hash(p) for p in tqdm(paths, desc="hashing crops", disable=not progress, leave=False)]
         rows = self.load(fingerprint)
-        missing = sorted({h: p for h, p in zip(hashes, paths, strict=True) if h not in rows}.items())
-        if missing:
-            log.info("teacher %s: %d of %d crops not cached, computing", spec or fingerprint, len(missing), len(paths))
-            bar = tqdm(total=len(missing), desc=f"teacher {spec or fingerprint}", unit="img", disable=not progress)
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start : start + batch_size]
-                images = [load_image(p) for _, p in chunk]
-                flips = [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for image in images]
-                out = np.asarray(teacher.embed_images(images + flips), dtype=np.float32)
-                for k, (h, _) in enumerate(chunk):
-                    rows[h] = np.stack([out[k], out[len(chunk) + k]])
-                bar.update(len(chunk))
-            bar.close()
+        todo: dict[str, tuple[Path, bool, bool]] = {}  # hash -> (path, needs vector, needs mirror vector)
+        for h, p in zip(hashes, paths, strict=True):
+            row = rows.get(h)
+            need = (row is None, flip and (row is None or bool(np.isnan(row[1]).any())))
+            if any(need):
+                todo[h] = (p, *need)
+        if todo:
+            log.info("teacher %s: %d of %d crops not cached, computing", spec or fingerprint, len(todo), len(paths))
+            self._compute(teacher, todo, rows, batch_size, desc=f"teacher {spec or fingerprint}", progress=progress)
             self.store(fingerprint, rows, spec)
         table = np.stack([rows[h] for h in hashes]) if hashes else np.zeros((0, 2, 0), np.float32)
-        return TeacherVectors(table[:, 0], table[:, 1], fingerprint, len(missing))
+        return TeacherVectors(table[:, 0], table[:, 1] if flip else None, fingerprint, len(todo))
+
+    @staticmethod
+    def _compute(teacher, todo: dict, rows: dict[str, np.ndarray], batch_size: int, desc: str, progress: bool) -> None:
+        """Fill ``rows`` for ``todo`` in batches of images (a crop and/or its mirror image per item)."""
+        from tqdm.auto import tqdm
+
+        items = sorted(todo.items())
+        with tqdm(total=len(items), desc=desc, unit="crop", disable=not progress) as bar:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                images, slots = [], []  # slots[k] = (hash, 0 for the crop / 1 for its mirror image)
+                for h, (path, need_vector, need_mirror) in chunk:
+                    image = load_image(path)
+                    if need_vector:
+                        images.append(image)
+                        slots.append((h, 0))
+                    if need_mirror:
+                        images.append(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+                        slots.append((h, 1))
+                out = np.asarray(teacher.embed_images(images), dtype=np.float32)
+                for (h, side), vector in zip(slots, out, strict=True):
+                    if h not in rows:
+                        rows[h] = np.full((2, out.shape[1]), np.nan, np.float32)
+                    rows[h][side] = vector
+                bar.update(len(chunk))
