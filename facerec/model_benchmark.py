@@ -212,7 +212,7 @@ def check(config: BenchmarkConfig) -> None:
     """Fail before any work: every model's training config must build, folder training needs a holdout."""
     if config.train is None:
         return
-    from facerec.training.trainer import TrainConfig
+    from facerec.training.config import TrainConfig
 
     for entry in config.selected():
         try:
@@ -327,7 +327,7 @@ def train_model(config: BenchmarkConfig, entry: ModelEntry, train_config: dict[s
 
     The run folder is ``slot`` (model in ``slot/model``); an interrupted run resumes from its checkpoint.
     """
-    from facerec.training.trainer import CHECKPOINT_FILE, TrainConfig, train
+    from facerec.training import CHECKPOINT_FILE, TrainConfig, train
 
     paths = {
         "output": str(slot.parent),

@@ -41,7 +41,7 @@ def test_every_experiment_file_loads(name):
     if config.train is not None:  # the trainer accepts the shared training section for every model
         from facerec.config import from_dict
         from facerec.model_benchmark import model_train_config
-        from facerec.training.trainer import TrainConfig
+        from facerec.training.config import TrainConfig
 
         for entry in config.models:
             from_dict(TrainConfig, model_train_config(config, entry))

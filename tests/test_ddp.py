@@ -31,7 +31,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     )
     torch.set_num_threads(1)
     from facerec.config import load_config
-    from facerec.training.trainer import TrainConfig, Trainer
+    from facerec.training import TrainConfig, Trainer
 
     config = load_config(
         TrainConfig,
@@ -56,7 +56,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     )
     trainer = Trainer(config)
     initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    first_batch = torch.tensor(next(iter(trainer.sampler)), dtype=torch.int64)
+    first_batch = torch.tensor(next(iter(trainer.batches.sampler)), dtype=torch.int64)
     result = trainer.fit()
     torch.save(
         {"initial": initial, "final": trainer.model.state_dict(), "batch": first_batch, "metrics": len(result.metrics)},

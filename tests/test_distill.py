@@ -257,3 +257,69 @@ def test_mirror_vectors_skipped_for_a_slow_teacher_are_computed_later_and_only_t
     assert full.computed == 6 and teacher.calls == 12  # the six mirror images, not the crops again
     np.testing.assert_array_equal(full.vectors, plain.vectors)
     assert np.isfinite(full.flipped).all()
+
+
+# ------------------------------------------------------------------ through the trainer
+TINY_KD = [
+    "model.name=resnet18",
+    "model.pretrained=none",
+    "model.input_size=32",
+    "model.embedding_dim=64",
+    "data.kind=sample",
+    "data.val_fraction=0.2",
+    "data.val_pairs=40",
+    "data.augment=light",
+    "loss.P=4",
+    "loss.K=2",
+    "loss.distill.teacher=resnet18?input_size=32&seed=7",
+    "loss.distill.pretrained=none",
+    "optim.lr=0.001",
+    "epochs=1",
+    "steps_per_epoch=2",
+    "num_workers=0",
+    "device=cpu",
+    "amp=false",
+    "val_batch_size=40",
+    "run_name=kd",
+]
+
+
+def tiny_kd(tmp_path: Path, *overrides: str):
+    from facerec.config import load_config
+    from facerec.training.config import TrainConfig
+
+    return load_config(
+        TrainConfig, None, [*TINY_KD, f"output={tmp_path / 'runs'}", f"loss.distill.cache={tmp_path / 'cache'}", *overrides]
+    )
+
+
+def test_a_distilled_model_directory_records_its_teacher_and_a_second_run_reuses_the_cache(tmp_path, mlflow_store):
+    from facerec.training.trainer import Trainer, train
+
+    result = train(tiny_kd(tmp_path, "loss.kind=distill", "loss.distill.mode=both"))
+    meta = json.loads((result.model_dir / "model.json").read_text())
+    teacher = meta["teacher"]
+    assert teacher["spec"].startswith("resnet18") and teacher["fingerprint"].startswith("resnet18/32px/512d/")
+    assert teacher["mode"] == "both" and teacher["centred"] is True
+    assert abs(teacher["mean_cosine_targets"]) < 0.05  # centred on the training crops
+    assert np.isfinite(result.history[-1]["train_loss"])
+
+    # another student, mixed with SupCon: every training crop is a cache hit
+    again = Trainer(tiny_kd(tmp_path, "loss.kind=supcon", "run_name=kd-supcon"))
+    assert again.teacher["fingerprint"] == teacher["fingerprint"]
+    assert again.teacher["cache_hits"] == again.teacher["training_crops"] == len(again.train_records)
+    index = json.loads((tmp_path / "cache" / INDEX_FILE).read_text())
+    assert list(index["teachers"]) == [teacher["fingerprint"]]
+
+
+@pytest.mark.parametrize("kind", sorted(MARGIN_LOSSES))
+def test_a_margin_loss_trains_through_the_trainer_with_its_class_weights_in_the_optimizer(tmp_path, kind):
+    from facerec.training.trainer import Trainer
+
+    trainer = Trainer(tiny_kd(tmp_path, f"loss.kind={kind}", "loss.distill.teacher=null"))
+    weights = trainer.loss_fn.loss.W
+    assert any(p is weights for group in trainer.optimizer.param_groups for p in group["params"])
+    before = weights.detach().clone()
+    batch = next(iter(trainer.batches.epoch(1)))
+    loss = trainer._step(batch)
+    assert np.isfinite(loss) and not torch.equal(before, weights.detach())

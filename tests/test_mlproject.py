@@ -52,7 +52,7 @@ def test_default_commands_are_accepted_by_their_configs(project):
     """Each default command's arguments build the pipeline's config (nothing runs)."""
     from facerec.config import load_config
     from facerec.model_benchmark import load_benchmark_config
-    from facerec.training.trainer import TrainConfig
+    from facerec.training.config import TrainConfig
     from pipelines.build_gallery import DEFAULT_CONFIG as GALLERY_CONFIG
     from pipelines.build_gallery import GalleryBuild
     from pipelines.crop import DEFAULT_CONFIG as CROP_CONFIG

@@ -1,4 +1,4 @@
-"""Pair and P x K batch sampling: balance, identities, determinism, sharding; augmented datasets."""
+"""Pair and P x K batch sampling: balance, identities, determinism, sharding; decoded pixels and augmentation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from facerec.data.datasets import ImageRecord
-from facerec.data.sampling import LabelledDataset, PairBatchSampler, PairDataset, PKBatchSampler
-from facerec.data.transforms import apply, eval_transform, seed_transform, train_transform
+from facerec.data.sampling import PairBatchSampler, PixelDataset, PKBatchSampler, decode, decode_all
+from facerec.data.transforms import BatchAugment, apply, eval_transform, seed_transform, train_transform
 from facerec.errors import ConfigError, DataError
 
 
@@ -114,21 +114,60 @@ def photo_records(tmp_path) -> list[ImageRecord]:
     return records
 
 
-def test_a_photo_paired_with_itself_gets_two_different_augmentations(photo_records):
-    dataset = PairDataset(photo_records, train_transform(32, "strong"))
+def paths(records) -> list[str]:
+    return [str(r.path) for r in records]
+
+
+def test_a_photo_drawn_twice_gets_two_different_strong_augmentations(photo_records):
+    dataset = PixelDataset(paths(photo_records), 32, transform=train_transform(32, "strong"))
     seed_transform(dataset.transform, 0)
-    a, b, same = dataset[(2, 2, True)]
+    a, b = dataset[2], dataset[2]
     assert a.shape == b.shape == (3, 32, 32) and a.dtype == torch.float32
     assert a.min() >= 0.0 and a.max() <= 1.0
-    assert same == 1.0 and not torch.equal(a, b)
+    assert not torch.equal(a, b)
 
 
-def test_augmentation_is_reproducible_from_its_seed(photo_records):
-    dataset = LabelledDataset(photo_records, train_transform(32, "strong"))
+def test_strong_augmentation_is_reproducible_from_its_seed(photo_records):
+    dataset = PixelDataset(paths(photo_records), 32, transform=train_transform(32, "strong"))
     seed_transform(dataset.transform, 7)
-    first = [dataset[(i, 0)][0] for i in range(3)]
+    first = [dataset[i] for i in range(3)]
     seed_transform(dataset.transform, 7)
-    assert all(torch.equal(x, y) for x, y in zip(first, [dataset[(i, 0)][0] for i in range(3)]))
+    assert all(torch.equal(x, y) for x, y in zip(first, [dataset[i] for i in range(3)]))
+
+
+def test_crops_decoded_once_hold_the_pixels_the_embedder_sees(photo_records):
+    from facerec.data.images import load_image
+    from facerec.models import create_embedder
+
+    model = create_embedder("resnet18", input_size=32)
+    cache = decode_all(paths(photo_records), 32, progress=False)
+    assert cache.shape == (3, 3, 32, 32) and cache.dtype == torch.uint8
+    for i, record in enumerate(photo_records):
+        assert torch.equal(cache[i].float() / 255.0, model.preprocess(load_image(record.path)))
+        assert torch.equal(decode(str(record.path), 32), cache[i])
+    from_cache = PixelDataset(paths(photo_records), 32, cache=cache)
+    from_files = PixelDataset(paths(photo_records), 32)
+    assert all(torch.equal(from_cache[i], from_files[i]) for i in range(3))
+
+
+def test_batch_augmentation_reports_which_images_it_mirrored():
+    images = torch.rand(64, 3, 16, 16)
+    out, flipped = BatchAugment(affine=False, jitter=False)(images, torch.Generator().manual_seed(0))
+    assert 10 < int(flipped.sum()) < 54
+    assert torch.equal(out[flipped], images[flipped].flip(-1)) and torch.equal(out[~flipped], images[~flipped])
+
+
+def test_light_batch_augmentation_draws_each_image_anew_and_repeats_from_its_seed():
+    image = torch.rand(1, 3, 32, 32)
+    batch = image.expand(8, -1, -1, -1).contiguous()  # one photo drawn 8 times (single-image identity)
+    augment = BatchAugment.for_augment("light")
+    out, _ = augment(batch, torch.Generator().manual_seed(3))
+    assert out.shape == batch.shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert len({tuple(x.flatten()[:50].tolist()) for x in out}) == 8  # eight different views
+    again, _ = augment(batch, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)
+    unchanged, flipped = BatchAugment.for_augment("none")(batch, torch.Generator().manual_seed(3))
+    assert torch.equal(unchanged, batch) and not flipped.any()
 
 
 def test_eval_transform_matches_the_embedder_preprocessing(photo_records):

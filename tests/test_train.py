@@ -21,16 +21,11 @@ from facerec.models import create_embedder, load_model_dir
 from facerec.models.base import make_head
 from facerec.models.inference import embed_paths
 from facerec.models.lora import LoRA, merge_lora
+from facerec.training.batches import load_records
+from facerec.training.checkpoint import CHECKPOINT_FILE, Checkpointer, rng_state, set_rng_state
+from facerec.training.config import TrainConfig
 from facerec.training.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
-from facerec.training.trainer import (
-    CHECKPOINT_FILE,
-    TrainConfig,
-    Trainer,
-    _rng_state,
-    _set_rng_state,
-    load_records,
-    train,
-)
+from facerec.training.trainer import Trainer, train
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "train").glob("*.yaml"))
 TINY = [
@@ -99,18 +94,18 @@ def test_training_steps_lower_the_loss_on_the_sample(tmp_path):
         "batch_size=8",
     )
     trainer = Trainer(config)
-    a, b, same = next(iter(trainer._loader(1)))  # one fixed batch of sample pairs
+    batch = next(trainer.batches.epoch(1))  # one fixed batch of sample pairs
 
     def loss() -> float:
         with torch.no_grad():
-            return trainer.loss_fn(*trainer.network(torch.cat([a, b])).chunk(2), same).item()
+            return trainer.loss_fn(trainer.network(batch.images), batch).item()
 
     set_train_mode(trainer.network)
     before = loss()
     for _ in range(8):
-        trainer._step((a, b, same))
+        trainer._step(batch)
     assert loss() < 0.7 * before
-    assert trainer.global_step == 8
+    assert trainer.progress.global_step == 8
 
 
 def test_a_run_writes_a_loadable_model_directory_with_a_calibrated_threshold(trained, tmp_path):
@@ -161,25 +156,25 @@ def test_checkpoint_round_trip(trained):
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state["model"].items())
     assert len(state["optimizer"]["state"]) > 0 and state["scheduler"]["last_epoch"] == 4
 
-    rng = _rng_state()
+    rng = rng_state()
     draws = (torch.rand(3), np.random.rand(3), __import__("random").random())
-    _set_rng_state(rng)
+    set_rng_state(rng)
     assert torch.equal(torch.rand(3), draws[0]) and np.array_equal(np.random.rand(3), draws[1])
     assert __import__("random").random() == draws[2]
 
 
 def test_resume_after_a_crash_reaches_the_same_weights(trained, tmp_path, mlflow_store, monkeypatch):
     _, straight, _, _ = trained  # the same tiny config, run without interruption
-    original = Trainer._save_checkpoint
+    original = Checkpointer.save
 
-    def save_then_crash(self):
-        original(self)
+    def save_then_crash(self, *args):
+        original(self, *args)
         raise KeyboardInterrupt("simulated crash after epoch 1")
 
-    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(tmp_path / "b"))
-    monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+    monkeypatch.setattr(Checkpointer, "save", original)
     assert torch.load(tmp_path / "b" / "tiny" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
 
     resumed = train(tiny(tmp_path / "b", "resume=true"))

@@ -6,8 +6,11 @@ for map-style data), so a run is reproducible, resumable at an epoch boundary,
 and shards cleanly under DistributedDataParallel.
 
 Identities with a single image are "topped up" by augmentation: a positive
-pair for them is the same photo twice, and the dataset draws two independent
-augmentations of it (so the training transform must not be ``none``).
+pair for them is the same photo twice, and two independent augmentations of
+it are drawn (so the training augmentation must not be ``none``).
+
+``PixelDataset`` gives an image's pixels by record index, from a uint8 cache
+decoded once per run (``decode_all``) or from its file.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
+import albumentations as A
+import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from facerec.data.datasets import ImageRecord
 from facerec.data.images import load_image
-from facerec.data.transforms import apply, seed_transform
+from facerec.data.transforms import seed_transform
 from facerec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -168,40 +174,64 @@ class PKBatchSampler(_EpochSampler):
         return batch
 
 
-class _AugmentedImages(Dataset):
-    """Map-style access to images by key; every access draws a fresh augmentation."""
+class PixelDataset(Dataset):
+    """Record index -> float ``(3, S, S)`` in ``[0, 1]``, from the decoded ``cache`` or from the file.
 
-    def __init__(self, records: Sequence[ImageRecord], transform) -> None:
-        self.paths = [r.path for r in records]
-        self.transform = transform
+    ``transform`` (albumentations) runs on the uint8 pixels at every access, so a photo drawn
+    twice in a batch is augmented twice; without it the pixels are only resized (or taken as cached).
+    """
+
+    def __init__(
+        self, paths: Sequence[str], size: int, cache: torch.Tensor | None = None, transform: A.Compose | None = None
+    ) -> None:
+        self.paths, self.size, self.cache, self.transform = list(paths), size, cache, transform
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _image(self, index: int) -> torch.Tensor:
-        return apply(self.transform, load_image(self.paths[index]))
+    def __getitem__(self, index: int) -> torch.Tensor:
+        pixels = self.cache[index] if self.cache is not None else decode(self.paths[index], self.size)
+        if self.transform is None:
+            return pixels.float().div_(255.0)
+        return self.transform(image=pixels.permute(1, 2, 0).numpy())["image"]
 
 
-class PairDataset(_AugmentedImages):
-    """Key ``(a, b, same)`` -> ``(image_a, image_b, same)``; a photo paired with itself is augmented twice."""
+class _Decode(Dataset):
+    def __init__(self, paths: Sequence[str], size: int) -> None:
+        self.paths, self.size = list(paths), size
 
-    def __getitem__(self, key: PairKey) -> tuple[torch.Tensor, torch.Tensor, float]:
-        a, b, same = key
-        if a == b:
-            image = load_image(self.paths[a])
-            return apply(self.transform, image), apply(self.transform, image), float(same)
-        return self._image(a), self._image(b), float(same)
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return decode(self.paths[index], self.size)
 
 
-class LabelledDataset(_AugmentedImages):
-    """Key ``(index, label)`` -> ``(image, label)``."""
+def decode(path: str, size: int) -> torch.Tensor:
+    """uint8 ``(3, size, size)``: the pixels ``Embedder.preprocess`` gives (bicubic resize), before ``/ 255``."""
+    image = load_image(path).convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
-    def __getitem__(self, key: LabelledKey) -> tuple[torch.Tensor, int]:
-        index, label = key
-        return self._image(index), label
+
+def decode_all(paths: Sequence[str], size: int, num_workers: int = 0, progress: bool = True) -> torch.Tensor:
+    """uint8 ``(N, 3, size, size)`` of every image, decoded and resized once (``num_workers`` processes)."""
+    from tqdm.auto import tqdm
+
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    loader = DataLoader(_Decode(paths, size), batch_size=64, num_workers=min(num_workers, len(paths) // 64))
+    row = 0
+    with tqdm(total=len(paths), unit="img", desc=f"decode {size}px", disable=not progress, leave=False) as bar:
+        for chunk in loader:
+            out[row : row + len(chunk)] = chunk
+            row += len(chunk)
+            bar.update(len(chunk))
+    return out
 
 
 def seed_worker(worker_id: int) -> None:
     """``DataLoader(worker_init_fn=...)``: a distinct, reproducible augmentation stream per worker."""
     info = get_worker_info()
-    seed_transform(info.dataset.transform, info.seed % 2**32)
+    if getattr(info.dataset, "transform", None) is not None:
+        seed_transform(info.dataset.transform, info.seed % 2**32)

@@ -86,7 +86,8 @@ def off_diagonal_cosines(vectors: torch.Tensor) -> torch.Tensor:
     """Mean cosine between different rows: how much direction the rows share (0 when centred)."""
     z = F.normalize(vectors.float(), dim=-1)
     n = len(z)
-    return (z @ z.T).sum().sub(n).div(max(1, n * (n - 1)))
+    # sum_{i != j} z_i.z_j = |sum_i z_i|^2 - n: no N x N matrix for a whole training set
+    return (z.sum(dim=0).pow(2).sum() - n) / max(1, n * (n - 1))
 
 
 class DistillLoss(nn.Module):
@@ -138,6 +139,7 @@ class DistillObjective(nn.Module):
         # Not in the state dict: rebuilt from the teacher cache, and large.
         self.register_buffer("targets", torch.as_tensor(targets, dtype=torch.float32), persistent=False)
         self.last: dict[str, float] = {}  # the parts of the last call, for logging
+        self.teacher_info: dict[str, Any] | None = None  # set by build_objective
 
     def forward(self, embeddings: torch.Tensor, batch) -> torch.Tensor:
         index = batch.index.to(self.targets.device)
@@ -178,6 +180,7 @@ def build_objective(
         "flip": config.flip,
         "weight": config.weight,
         "training_crops": len(paths),
+        "cache_hits": len(paths) - cached.computed,
         "mean_cosine_raw": round(float(off_diagonal_cosines(raw)), 4),
         "mean_cosine_targets": round(float(off_diagonal_cosines(targets[:, 0])), 4),
         "mean_norm": round(float(mean.norm()), 4),
@@ -192,6 +195,8 @@ def build_objective(
     )
     try:
         distill = DistillLoss(student_dim, int(targets.shape[-1]), config.mode)
-        return DistillObjective(distill, targets, config.weight, base), info
+        objective = DistillObjective(distill, targets, config.weight, base)
     except ValueError as exc:
         raise ConfigError(f"loss.distill: {exc}") from None
+    objective.teacher_info = info
+    return objective, info

@@ -15,16 +15,30 @@
   embedders (ArcFace, CosFace, sub-center ArcFace), from pytorch-metric-learning.
   They hold a trainable class-weight matrix, so the optimizer must get
   ``loss.parameters()`` too (the trainer adds them as a parameter group).
+
+The trainer calls an *objective*: ``objective(embeddings, batch) -> loss`` on a whole
+``facerec.training.batches.Batch`` (images' record indices, flips, labels or pair flags), so
+a loss that needs more than labels (e.g. a teacher's vectors looked up by ``batch.index``
+and ``batch.flipped``) plugs in without touching the loop. ``make_loss`` builds it from
+``LossConfig``; parameters of an objective (a projection, class centres) are optimised at
+``head_lr`` and checkpointed with the model.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 from torch import nn
+
+from facerec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from facerec.training.batches import Batch
+    from facerec.training.config import LossConfig
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +139,71 @@ def margin_loss(
     if margin < 0 or scale <= 0:
         raise ValueError(f"{kind} needs margin >= 0 and scale > 0, got margin={margin}, scale={scale}")
     return cls(num_classes=num_classes, embedding_size=embedding_dim, margin=margin, scale=scale)
+
+
+class PairObjective(nn.Module):
+    """A pair loss on a pair batch: the first half of the embeddings against the second half."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.loss(*embeddings.chunk(2), batch.same)
+
+
+class LabelObjective(nn.Module):
+    """An in-batch loss on a P x K batch: embeddings and identity labels."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.loss(embeddings, batch.labels)
+
+
+#: Loss kinds that take P x K batches with identity labels (all but ``contrastive``).
+MARGIN_KINDS = tuple(MARGIN_LOSSES)
+
+
+def _base_objective(config: LossConfig, embedding_dim: int | None, num_classes: int | None) -> nn.Module | None:
+    """The metric part of the objective (None for distillation alone)."""
+    if config.kind == "distill":
+        return None
+    if config.kind == "contrastive":
+        return PairObjective(ContrastiveLoss(config.margin))
+    if config.kind in MARGIN_LOSSES:
+        if embedding_dim is None or num_classes is None:
+            raise ValueError(f"{config.kind} needs the embedding size and the number of training identities")
+        loss = margin_loss(config.kind, num_classes, embedding_dim, config.softmax_margin, config.scale)
+        return LabelObjective(loss)
+    return LabelObjective((InfoNCELoss if config.kind == "infonce" else SupConLoss)(config.temperature))
+
+
+def make_loss(
+    config: LossConfig,
+    embedding_dim: int | None = None,
+    num_classes: int | None = None,
+    train_paths: list[str] | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """The training objective of ``config``: ``objective(embeddings, batch) -> scalar loss``.
+
+    Margin losses need ``embedding_dim`` and ``num_classes`` (training identities; the P x K
+    labels index them). Distillation (``kind: distill``, or any kind with ``distill.teacher``)
+    needs ``train_paths``, the training crops in record order: their teacher vectors come
+    from the teacher cache; the objective's ``teacher_info`` says what the teacher was.
+    """
+    try:
+        base = _base_objective(config, embedding_dim, num_classes)
+        if config.kind != "distill" and not config.distill.teacher:
+            return base
+    except ValueError as exc:
+        raise ConfigError(f"loss: {exc}") from None
+    from facerec.training.distill import build_objective
+
+    if embedding_dim is None or train_paths is None:
+        raise ConfigError("loss: distillation needs the student's embedding size and the training crops")
+    objective, _ = build_objective(config.distill, base, embedding_dim, train_paths, progress=progress)
+    return objective

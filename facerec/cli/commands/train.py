@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from facerec.config import load_config
-    from facerec.training.trainer import TrainConfig, train
+    from facerec.training import TrainConfig, train
 
     flags = {
         "data.root": args.data,

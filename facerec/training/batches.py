@@ -1,0 +1,189 @@
+"""Training batches: which images (samplers), where their pixels come from, how they are augmented.
+
+``data.decode``: ``once`` decodes and resizes every training crop once per run into a uint8
+tensor ``(N, 3, S, S)`` in memory (LFW DevTrain at 64 px: ~120 MB, at 128 px: ~470 MB), so the
+CPU spends its time on the model, not on JPEG decoding; ``per_step`` reads the files in
+DataLoader workers at every step (data too large for memory).
+
+``data.augment``: ``light`` augments the whole batch in torch in this process (flip, small
+affine, colour jitter; see ``facerec.data.transforms.BatchAugment``); ``strong`` runs the
+albumentations pipeline per image in DataLoader workers, then flips; ``none`` trains on the
+resized crops. Every stream is seeded by (seed, epoch, rank), so a resumed run draws what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from facerec.data.datasets import (
+    LFW,
+    ImageRecord,
+    read_identity_folder,
+    resolve_data_root,
+    sample_root,
+    split_by_identity,
+)
+from facerec.data.sampling import PairBatchSampler, PixelDataset, PKBatchSampler, decode_all, seed_worker
+from facerec.data.transforms import BatchAugment, seed_transform, train_transform
+from facerec.errors import DataError
+from facerec.training.config import DataConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """One step's images and targets. Pair batches hold the first images of their pairs, then the second."""
+
+    images: torch.Tensor  # (B, 3, S, S) float in [0, 1]
+    index: torch.Tensor  # (B,) record index of each image (for per-image look-ups such as teacher vectors)
+    flipped: torch.Tensor  # (B,) bool: mirrored by the augmentation
+    labels: torch.Tensor | None = None  # (B,) identity labels of P x K batches
+    same: torch.Tensor | None = None  # (B / 2,) 1.0 where a pair shows one identity
+
+    def to(self, device: torch.device) -> Batch:
+        moved = {k: v.to(device, non_blocking=True) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        return replace(self, **moved)
+
+
+def load_records(config: DataConfig, seed: int) -> tuple[list[ImageRecord], list[ImageRecord], str]:
+    """(train records, validation records, a description of the source): identity-disjoint split.
+
+    ``kind: lfw`` reads View 1 ``peopleDevTrain`` only: DevTest and View 2 never reach training,
+    validation or threshold calibration.
+    """
+    crops = Path(config.crops).expanduser() if config.crops else None
+    if crops is not None and not crops.is_dir():
+        raise DataError(f"crops folder {crops} does not exist (run the crop stage first)")
+    if config.kind == "lfw":
+        lfw = LFW.at(config.root)
+        records = lfw.dev_train(images_dir=crops)
+        source = f"LFW peopleDevTrain ({crops or lfw.images_dir})"
+    else:
+        root = sample_root() if config.kind == "sample" else resolve_data_root(config.root)
+        records = read_identity_folder(crops or root)
+        source = f"identity folder {crops or root}"
+    if crops is None:
+        log.warning("no crops folder: training on the photos as they are, resized to the input size")
+    train_records, val_records = split_by_identity(records, config.val_fraction, seed)
+    if not train_records:
+        raise DataError(f"val_fraction={config.val_fraction} leaves no training identities")
+    return train_records, val_records, source
+
+
+def make_sampler(
+    config: TrainConfig, records: list[ImageRecord], rank: int = 0, world_size: int = 1
+) -> PairBatchSampler | PKBatchSampler:
+    """Pair batches for the contrastive loss, P x K batches for the in-batch losses."""
+    pairs = config.loss.kind == "contrastive"
+    per_step = 2 * config.batch_size if pairs else config.loss.P * config.loss.K
+    steps = config.steps_per_epoch or max(1, len(records) // (per_step * world_size))
+    common = dict(
+        steps=steps,
+        augmented_fraction=config.data.augmented_fraction,
+        seed=config.seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    if pairs:
+        return PairBatchSampler(records, config.batch_size, positive_fraction=config.loss.positive_fraction, **common)
+    return PKBatchSampler(records, config.loss.P, config.loss.K, **common)
+
+
+class _Flat:
+    """A batch sampler of record indices in ``Batch`` order, from a sampler of pair or labelled keys."""
+
+    def __init__(self, sampler: PairBatchSampler | PKBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (flat_indices(keys) for keys in self.sampler)
+
+
+def flat_indices(keys: list[tuple]) -> list[int]:
+    if len(keys[0]) == 3:  # pairs (a, b, same): every first image, then every second
+        return [k[0] for k in keys] + [k[1] for k in keys]
+    return [k[0] for k in keys]
+
+
+class BatchSource:
+    """Epochs of :class:`Batch` es for one rank: sampler + pixels (cached or read) + augmentation."""
+
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        sampler: PairBatchSampler | PKBatchSampler,
+        size: int,
+        config: TrainConfig,
+        rank: int = 0,
+        pin_memory: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.sampler, self.config, self.rank, self.pin_memory = sampler, config, rank, pin_memory
+        augment = config.data.augment
+        paths = [r.path for r in records]
+        self.decode_seconds = 0.0
+        cache = None
+        if config.data.decode == "once":
+            start = time.perf_counter()
+            cache = decode_all(paths, size, config.num_workers, progress)
+            self.decode_seconds = time.perf_counter() - start
+            log.info(
+                "decoded %d training crops at %d px once (%.0f MB) in %.1f s",
+                len(paths),
+                size,
+                cache.numel() / 2**20,
+                self.decode_seconds,
+            )
+        self.cache = cache
+        transform = train_transform(size, augment) if augment == "strong" else None
+        self.dataset = PixelDataset(paths, size, cache, transform)
+        self.in_process = cache is not None and transform is None  # nothing left for workers to do
+        self.augment = BatchAugment.for_augment(augment)
+
+    @property
+    def steps(self) -> int:
+        return self.sampler.steps
+
+    def __len__(self) -> int:
+        return self.sampler.steps
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """This rank's batches of ``epoch``, augmented from a stream keyed on (seed, epoch, rank)."""
+        seed = (self.config.seed * 1_000_003 + epoch * 1_009 + self.rank) % 2**32
+        self.sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(seed)
+        for keys, images in zip(self.sampler, self._pixels(seed), strict=True):
+            images, flipped = self.augment(images, generator)
+            index = torch.tensor(flat_indices(keys), dtype=torch.int64)
+            if len(keys[0]) == 3:
+                yield Batch(images, index, flipped, same=torch.tensor([float(k[2]) for k in keys]))
+            else:
+                yield Batch(images, index, flipped, labels=torch.tensor([k[1] for k in keys], dtype=torch.int64))
+
+    def _pixels(self, seed: int) -> Iterator[torch.Tensor]:
+        if self.in_process:
+            return (self.cache[indices].float().div_(255.0) for indices in _Flat(self.sampler))
+        if self.dataset.transform is not None:
+            seed_transform(self.dataset.transform, seed)
+        return iter(
+            DataLoader(
+                self.dataset,
+                batch_sampler=_Flat(self.sampler),
+                num_workers=self.config.num_workers,
+                worker_init_fn=seed_worker,
+                generator=torch.Generator().manual_seed(seed),
+                pin_memory=self.pin_memory,
+            )
+        )
