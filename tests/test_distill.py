@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -289,7 +289,9 @@ def tiny_kd(tmp_path: Path, *overrides: str):
     from facerec.training.config import TrainConfig
 
     return load_config(
-        TrainConfig, None, [*TINY_KD, f"output={tmp_path / 'runs'}", f"loss.distill.cache={tmp_path / 'cache'}", *overrides]
+        TrainConfig,
+        None,
+        [*TINY_KD, f"output={tmp_path / 'runs'}", f"loss.distill.cache={tmp_path / 'cache'}", *overrides],
     )
 
 
@@ -323,3 +325,18 @@ def test_a_margin_loss_trains_through_the_trainer_with_its_class_weights_in_the_
     batch = next(iter(trainer.batches.epoch(1)))
     loss = trainer._step(batch)
     assert np.isfinite(loss) and not torch.equal(before, weights.detach())
+
+
+def test_the_kd_experiment_gives_every_backbone_a_valid_distillation_config_within_its_budget():
+    from facerec.config import from_dict
+    from facerec.model_benchmark import load_benchmark_config, model_train_config
+    from facerec.training.config import TrainConfig, problems
+
+    experiment = load_benchmark_config(Path(__file__).resolve().parents[1] / "experiments" / "lfw-view1-kd.yaml")
+    assert len(experiment.models) == 6
+    for entry in experiment.models:
+        config = from_dict(TrainConfig, model_train_config(experiment, entry))
+        assert not problems(config)
+        assert config.loss.kind == "distill" and config.loss.distill.teacher == "dlib-resnet"
+        assert config.data.kind == "lfw"  # peopleDevTrain only
+        assert config.max_minutes <= (60 if entry.name == "clip-vit-b-32" else 20)
