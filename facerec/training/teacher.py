@@ -113,7 +113,11 @@ class TeacherCache:
         return {str(h): np.stack([v, f]) for h, v, f in zip(hashes, vectors, flipped, strict=True)}
 
     def store(self, fingerprint: str, rows: dict[str, np.ndarray], spec: str) -> Path:
-        """Write all rows of one teacher (replacing its file), then the index."""
+        """Write all rows of one teacher (replacing its file), then the index.
+
+        Rows another process stored meanwhile are kept (merged in); a row computed by both is the same.
+        """
+        rows = {**self.load(fingerprint), **rows}
         hashes = sorted(rows)
         stacked = np.stack([rows[h] for h in hashes]).astype(np.float32)
         path = self.root / self.file_name(fingerprint)
