@@ -38,6 +38,8 @@ TINY = [
     "data.augment=light",
     "data.augmented_fraction=0.25",
     "loss.kind=contrastive",
+    "loss.P=4",
+    "loss.K=2",
     "optim.lr=0.001",
     "optim.head_lr=0.001",
     "epochs=2",
@@ -264,3 +266,15 @@ def test_cnn_strategies_freeze_batchnorm_and_refuse_lora():
     assert groups["backbone_no_decay"]["weight_decay"] == 0.0 and groups["backbone"]["weight_decay"] == 0.1
     trained = {id(p) for g in groups.values() for p in g["params"]}
     assert trained == {id(p) for p in [*model.backbone.layer4.parameters(), *model.head.parameters()]}
+
+
+@pytest.mark.parametrize("augment", ["light", "strong"])
+def test_crops_decoded_once_train_exactly_as_files_read_at_every_step(tmp_path, augment):
+    weights = []
+    for decode in ("once", "per_step"):
+        config = tiny(tmp_path / decode, f"data.decode={decode}", f"data.augment={augment}", "loss.kind=supcon")
+        trainer = Trainer(config)
+        assert (trainer.batches.cache is not None) == (decode == "once")
+        trainer._train_epoch(1, deadline=None)
+        weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -129,13 +129,16 @@ class BatchSource:
         rank: int = 0,
         pin_memory: bool = False,
         progress: bool = True,
+        cache: torch.Tensor | None = None,
     ) -> None:
+        """``cache``: these records' pixels, already decoded at ``size`` (shared between sources)."""
         self.sampler, self.config, self.rank, self.pin_memory = sampler, config, rank, pin_memory
         augment = config.data.augment
         paths = [r.path for r in records]
         self.decode_seconds = 0.0
-        cache = None
-        if config.data.decode == "once":
+        if config.data.decode == "per_step":
+            cache = None
+        elif cache is None:
             start = time.perf_counter()
             cache = decode_all(paths, size, config.num_workers, progress)
             self.decode_seconds = time.perf_counter() - start

@@ -54,7 +54,7 @@ class DataConfig:
     crops: str | None = None
     val_fraction: float = 0.1
     val_pairs: int = 1000
-    augment: Augment = "strong"
+    augment: Augment = "light"
     augmented_fraction: float = 0.25
     decode: Decode = "once"
 
