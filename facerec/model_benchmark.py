@@ -42,7 +42,8 @@ class ModelEntry:
 
     ``optim``: this backbone's optimizer settings over the shared ``train.optim`` (a ViT from
     scratch wants a lower learning rate than a CNN with BatchNorm); loss, head, augmentation,
-    data and budget stay shared.
+    data and budget stay shared. ``train``: other per-backbone overrides of the shared ``train``
+    mapping (e.g. steps that fill one wall-clock budget at this backbone's speed).
     """
 
     name: str
@@ -50,6 +51,7 @@ class ModelEntry:
     pretrained: str = "none"
     embedding_dim: int | None = None
     optim: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,13 @@ def model_train_config(config: BenchmarkConfig, entry: ModelEntry) -> dict[str, 
         model["input_size"] = entry.input_size
     if entry.embedding_dim is not None:
         model["embedding_dim"] = entry.embedding_dim
-    return merge(config.train, {"model": model, "device": config.device, "optim": entry.optim})
+    return merge(merge(config.train, entry.train), {"model": model, "device": config.device, "optim": entry.optim})
 
 
 def model_hash(config: BenchmarkConfig, entry: ModelEntry) -> str:
     """Everything that changes a model's numbers: backbone and weights, training, evaluation."""
-    backbone = {k: v for k, v in to_dict(entry).items() if k != "optim"}  # optim counts inside train
+    # optim and train overrides count inside the train mapping (and leave older hashes unchanged)
+    backbone = {k: v for k, v in to_dict(entry).items() if k not in ("optim", "train")}
     return _hash(
         {
             "model": backbone,

@@ -10,6 +10,7 @@ name, a trained model directory or an MLflow ``models:/`` / ``runs:/`` URI.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,8 @@ MODEL_FILE = "model.json"
 CONFIG_FILE = "config.yaml"
 #: Head kinds: ``identity`` keeps the backbone output, ``linear`` projects it (trainable).
 HEADS = ("identity", "linear")
+#: ``--model onnx:/path/model.onnx[?options]``: any ONNX face model through onnxruntime.
+ONNX_PREFIX = "onnx:"
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,12 @@ class Embedder(nn.Module):
         return self.spec.embedding_dim
 
     @property
+    def device(self) -> torch.device:
+        """Where the model runs: its first parameter's or buffer's device (CPU for a model without tensors)."""
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
+
+    @property
     def fingerprint(self) -> str:
         """``name/size/dim/weights-hash``: changes whenever the outputs would change."""
         if self._fingerprint is None:  # cached by load_model_dir / create_embedder (see models/fingerprint.py)
@@ -127,9 +136,8 @@ class Embedder(nn.Module):
         """Inference: batch in [0, 1] -> float32 array (N, D), L2-normalised."""
         was_training = self.training
         self.eval()
-        device = next(self.parameters()).device
         with torch.inference_mode():
-            out = self(batch.to(device)).float().cpu().numpy()
+            out = self(batch.to(self.device)).float().cpu().numpy()
         self.train(was_training)
         return np.ascontiguousarray(out, dtype=np.float32)
 
@@ -190,21 +198,34 @@ def seeded(seed: int) -> Iterator[None]:
 # --------------------------------------------------------------------- registry
 Builder = Callable[..., Embedder]
 _REGISTRY: dict[str, Builder] = {}
+_FROZEN: set[str] = set()
 
 
-def register_embedder(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: ``@register_embedder("resnet18") def build(spec: EmbedderSpec) -> Embedder``."""
+def register_embedder(name: str, frozen: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator: ``@register_embedder("resnet18") def build(pretrained, input_size, ...) -> Embedder``.
+
+    ``frozen``: a pretrained model used as is (no random init, no training; see ``frozen.py``).
+    """
 
     def wrap(builder: Builder) -> Builder:
         _REGISTRY[name] = builder
+        if frozen:
+            _FROZEN.add(name)
         return builder
 
     return wrap
 
 
-def available_embedders() -> list[str]:
+def available_embedders(trainable: bool | None = None) -> list[str]:
+    """Registered names; ``trainable=True``/``False``: only the trainable backbones / only the frozen models."""
     _import_backbones()
-    return sorted(_REGISTRY)
+    return sorted(n for n in _REGISTRY if trainable is None or (n not in _FROZEN) == trainable)
+
+
+def is_frozen(name: str) -> bool:
+    """Whether registry name ``name`` is a frozen pretrained model."""
+    _import_backbones()
+    return name in _FROZEN
 
 
 def create_embedder(
@@ -219,6 +240,8 @@ def create_embedder(
     ``none`` means random initialisation; it is always logged, never a fallback.
     """
     builder = _builder(name)  # an unknown name fails before the warning below
+    if name in _FROZEN:  # its own weights; the builder refuses any other
+        return builder(pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
     pretrained = (pretrained or NO_WEIGHTS).strip()
     if pretrained.lower() == NO_WEIGHTS:
         pretrained = NO_WEIGHTS
@@ -239,7 +262,7 @@ def _builder(name: str) -> Builder:
 
 def _import_backbones() -> None:
     # Importing the modules registers their builders.
-    from facerec.models import clip, torchvision_models  # noqa: F401
+    from facerec.models import clip, dlib_resnet, torchvision_models  # noqa: F401
 
 
 # ------------------------------------------------------------- model directory
@@ -257,10 +280,12 @@ def save_model_dir(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     embedder.invalidate_fingerprint()
-    state = {k: v.detach().cpu() for k, v in embedder.state_dict().items()}
-    with atomic_path(path / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
-    stamp = fingerprints.file_stamp(path / WEIGHTS_FILE)  # vouches for the fingerprint below
+    stamp = None
+    if not getattr(embedder, "frozen", False):  # a frozen model's weights come with its package
+        state = {k: v.detach().cpu() for k, v in embedder.state_dict().items()}
+        with atomic_path(path / WEIGHTS_FILE) as tmp:
+            torch.save(state, tmp)
+        stamp = fingerprints.file_stamp(path / WEIGHTS_FILE)  # vouches for the fingerprint below
     meta = {
         "name": embedder.name,
         "input_size": embedder.input_size,
@@ -270,6 +295,7 @@ def save_model_dir(
         "fingerprint": embedder.fingerprint,
         "weights_stamp": stamp,
         "threshold": threshold,
+        **({"frozen": True, "source": embedder.source} if getattr(embedder, "frozen", False) else {}),
         **(info or {}),
     }
     with atomic_write(path / MODEL_FILE) as f:
@@ -287,6 +313,8 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
     path = Path(path)
     try:
         meta = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+        if meta.get("frozen") or is_frozen(meta["name"]):
+            return _load_frozen_dir(path, meta, device)
         builder = _builder(meta["name"])
         before = fingerprints.file_stamp(path / WEIGHTS_FILE)
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
@@ -322,6 +350,19 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
     return embedder.to(device).eval()
 
 
+def _load_frozen_dir(path: Path, meta: dict[str, Any], device: str | torch.device) -> Embedder:
+    """A frozen model's directory: where the model comes from, its options and calibrated threshold."""
+    options = {**meta.get("options", {}), "input_size": meta["input_size"]}
+    embedder = load_model(meta.get("source") or meta["name"], device=device, **options)
+    if meta.get("fingerprint") not in (None, embedder.fingerprint):
+        raise ModelError(
+            f"model directory {path} was made with {meta['fingerprint']}, but its model now gives "
+            f"{embedder.fingerprint}: calibrate it again (facerec calibrate)"
+        )
+    embedder.threshold = meta.get("threshold")
+    return embedder
+
+
 def _download_mlflow_model(uri: str) -> Path:
     try:
         import mlflow
@@ -349,11 +390,42 @@ def load_model(
     device: str | torch.device = "cpu",
     **options: Any,
 ) -> Embedder:
-    """Resolve ``--model SPEC``: a model directory, an MLflow URI, or a registry name."""
+    """Resolve ``--model SPEC``: a model directory, an MLflow URI, ``onnx:PATH``, or a registry name.
+
+    Registry names and ``onnx:`` paths take options as a query string:
+    ``dlib-resnet?flip=1``, ``onnx:/models/w600k_r50.onnx?size=112``; keyword ``options`` win.
+    """
     if spec.startswith(("models:/", "runs:/")):
         return load_model_dir(_download_mlflow_model(spec), device)
+    if spec.startswith(ONNX_PREFIX):
+        from facerec.models.onnx import build_onnx
+
+        path, query = split_options(spec[len(ONNX_PREFIX) :])
+        return build_onnx(path, device=device, **{**query, **options}).eval()
     if is_model_dir(spec):
         return load_model_dir(spec, device)
-    if Path(spec).exists() or "/" in spec:
+    name, query = split_options(spec)
+    if not query and (Path(spec).exists() or "/" in spec):
         raise ModelError(f"{spec} is not a facerec model directory ({MODEL_FILE} missing)")
-    return create_embedder(spec, pretrained=pretrained, **options).to(device).eval()
+    return create_embedder(name, pretrained=pretrained, **{**query, **options}).to(device).eval()
+
+
+def split_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name?a=1&b=x`` -> (``name``, {a: 1, b: "x"}); numbers become int/float."""
+    from urllib.parse import parse_qsl
+
+    base, _, query = spec.partition("?")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ModelError(f"bad options {query!r} in {spec!r}: expected key=value&key=value") from None
+    return base, {key: _number(value) for key, value in pairs}
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

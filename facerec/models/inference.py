@@ -114,7 +114,7 @@ def embed_files(
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {batch_size}")
     paths = [Path(p) for p in paths]
-    device = next(embedder.parameters()).device
+    device = embedder.device
     workers = default_workers(device=device) if num_workers is None else max(0, int(num_workers))
     workers = min(workers, -(-len(paths) // batch_size))  # no idle processes for a small job
     loader = DataLoader(

