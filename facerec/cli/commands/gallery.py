@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     actions.add_parser("stats", help="counts, model, index state, sizes")
     rebuild = actions.add_parser("rebuild-index", help="rebuild the faiss index from the database")
-    rebuild.add_argument("--kind", choices=INDEX_KINDS, default=None, help="switch the index kind")
+    rebuild.add_argument("--kind", choices=(*INDEX_KINDS, "auto"), default=None, help="switch the index kind")
     rebuild.add_argument("--m", type=int, default=None, help="hnsw: links per node")
     rebuild.add_argument("--ef-construction", type=int, default=None, help="hnsw: build-time beam width")
     rebuild.add_argument("--ef-search", type=int, default=None, help="hnsw: search-time beam width")
