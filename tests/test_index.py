@@ -48,7 +48,12 @@ def test_flat_is_exact_and_uses_caller_ids(data):
 
 @pytest.mark.parametrize(
     ("kind", "params"),
-    [("hnsw", {}), ("ivf", {}), ("ivf", {"quantizer": "hnsw", "encoding": "sq8", "train_size": 2000})],
+    [
+        ("hnsw", {}),
+        ("ivf", {}),
+        ("ivf", {"quantizer": "hnsw", "encoding": "sq8", "train_size": 2000}),
+        ("ivf", {"encoding": "pq", "nprobe": 32}),
+    ],
 )
 def test_approximate_indexes_have_high_recall(data, kind, params):
     x, ids, q = data
@@ -208,6 +213,7 @@ def test_a_higher_recall_target_probes_more_lists(data):
 def test_thousands_of_lists_get_an_hnsw_quantizer():
     kind, params = fx.auto_index(1_000_000, 512)
     assert kind == "ivf" and params["quantizer"] == "hnsw" and params["nlist"] >= fx.AUTO_HNSW_QUANTIZER_LISTS
+    assert params["encoding"] == "pq" and fx.auto_index(1_000_000, 128)[1]["encoding"] == "flat"
     assert params["train_size"] < 1_000_000  # k-means on a sample
     assert fx.auto_index(60_000, 128)[1]["quantizer"] == "flat"
 
@@ -236,4 +242,23 @@ def test_unknown_auto_or_ivf_parameters_are_refused():
     with pytest.raises(ValueError, match="quantizer"):
         fx.build_index(x, np.arange(100), "ivf", quantizer="pq")
     with pytest.raises(ValueError, match="encoding"):
+        fx.build_index(x, np.arange(100), "ivf", encoding="opq")
+    with pytest.raises(ValueError, match="256 vectors"):
         fx.build_index(x, np.arange(100), "ivf", encoding="pq")
+
+
+def test_pq_with_rescoring_keeps_ids_persists_and_rebuilds_instead_of_removing(tmp_path, data):
+    x, ids, q = data
+    index = fx.build_index(x, ids, "ivf", nlist=32, nprobe=32, encoding="pq", k_factor=8)
+    info = fx.describe_index(index)
+    assert info["encoding"] == "pq" and info["pq_bytes"] == 8 and info["k_factor"] == 8
+    scores, got = fx.search(index, q, 3)
+    want_scores, want = exact(x, ids, q, 3)
+    assert (got[:, 0] == want[:, 0]).mean() >= 0.95  # every list probed: re-scoring recovers the exact top hit
+    np.testing.assert_allclose(scores[:, 0], want_scores[:, 0], atol=0.02)  # cosines from sq8 copies
+    loaded = fx.read_index(fx.write_index(index, tmp_path / "index.faiss"))
+    assert fx.describe_index(loaded) == info
+    np.testing.assert_array_equal(fx.search(loaded, q, 3)[1], got)
+    assert not fx.supports_removal(index)
+    with pytest.raises(ValueError, match="rebuild"):
+        fx.remove_vectors(index, ids[:1])
