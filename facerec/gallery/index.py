@@ -49,6 +49,8 @@ IVF_DEFAULTS = {
 #: ``auto``: ``flat_max`` vectors and more get an IVF index whose nprobe reaches ``recall``
 #: (leave-one-out neighbour recall on ``tune_queries`` gallery vectors, see ``tune_nprobe``).
 AUTO_DEFAULTS = {"flat_max": 50_000, "recall": 0.95, "tune_queries": 500, "tune_k": 3}
+#: Dimensions up to which ``auto`` uses twice ``default_nlist`` IVF lists.
+AUTO_DOUBLE_LISTS_MAX_DIM = 128
 #: IVF lists from which the coarse quantizer is an HNSW graph rather than a flat scan.
 AUTO_HNSW_QUANTIZER_LISTS = 1024
 #: k-means trains on this many vectors per list (faiss wants >= 39, caps at 256; its cost is
@@ -103,7 +105,10 @@ def auto_index(n: int, dim: int, flat_max: int | None = None) -> tuple[str, dict
     flat_max = AUTO_DEFAULTS["flat_max"] if flat_max is None else int(flat_max)
     if n < max(flat_max, 1):
         return "flat", {}
-    nlist = default_nlist(n)
+    # k-means costs ~lists^2 x dim: up to 128-d twice the lists (4 sqrt(n)) train in minutes at 1e6
+    # and halve what each query scans; more lists than default_nlist never look outgrown to a gallery
+    nlist = default_nlist(n) * (2 if dim <= AUTO_DOUBLE_LISTS_MAX_DIM else 1)
+    nlist = max(1, min(nlist, n // MIN_POINTS_PER_LIST))
     return "ivf", {
         "nlist": nlist,
         "nprobe": None,
