@@ -91,6 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--plot", type=Path, default=Path("index_speed.png"), help="latency vs recall plot")
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--from-json", type=Path, default=None, help="report saved --out results, measure nothing")
     return parser.parse_args(argv)
 
 
@@ -389,6 +390,26 @@ def log_to_mlflow(rows: list[dict], args: argparse.Namespace, env: dict, fig) ->
         log_figure(fig, "index_speed.png")
 
 
+def measure_all(args: argparse.Namespace, env: dict) -> list[dict]:
+    """Every (data, size) case in turn; the table and ``--out`` are updated after each one."""
+    makers = [(f"synthetic {d}-d", lambda n, d=d: synthetic(n, args, d)) for d in args.dims]
+    makers += [(f"real {p.name}", lambda n, p=p: real(n, args, p)) for p in args.real]
+    rows: list[dict] = []
+    for (label, make), n in tqdm([(m, int(s)) for m in makers for s in args.sizes], desc="index cases", unit="case"):
+        start = time.perf_counter()
+        case = make(n)
+        log.info("%s n=%d: data in %.1f s", label, n, time.perf_counter() - start)
+        rows.extend(bench_case(case, args))
+        del case
+        env["load_avg_end"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+        env["peak_rss_gb"] = f"{peak_rss_gb():.2f}"
+        print(table(rows), flush=True)
+        if args.out:  # a long run interrupted later still leaves its finished cases
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"env": env, "rows": rows}, indent=2))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -400,25 +421,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_avg_start": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
         "machine": platform.processor() or platform.machine(),
     }
-    makers = [(f"synthetic {d}-d", lambda n, d=d: synthetic(n, args, d)) for d in args.dims]
-    makers += [(f"real {p.name}", lambda n, p=p: real(n, args, p)) for p in args.real]
-    rows: list[dict] = []
-    for (label, make), n in tqdm([(m, int(s)) for m in makers for s in args.sizes], desc="index cases", unit="case"):
-        start = time.perf_counter()
-        case = make(n)
-        log.info("%s n=%d: data in %.1f s", label, n, time.perf_counter() - start)
-        rows.extend(bench_case(case, args))
-        del case
-        print(table(rows), flush=True)
-    env["load_avg_end"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    env["peak_rss_gb"] = f"{peak_rss_gb():.2f}"
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        env, rows = saved["env"], saved["rows"]
+    else:
+        rows = measure_all(args, env)
+    print(table(rows))
     print(json.dumps(env))
     print("\n".join(verdicts(rows)))
     fig = plot(rows, args.plot)
     print(f"plot: {args.plot}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"env": env, "rows": rows}, indent=2))
     if not args.no_mlflow:
         log_to_mlflow(rows, args, env, fig)
     return 0

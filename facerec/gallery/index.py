@@ -1,15 +1,16 @@
 """FAISS indexes over unit vectors: builders (Flat / HNSW / IVF / auto), search, atomic persistence.
 
 Every index holds the caller's 64-bit ids (gallery row ids, record numbers) and
-scores are cosine similarities of L2-normalised vectors. Flat and HNSW sit in an
-``IndexIDMap2``; IVF keeps ids in its inverted lists natively (an ``IndexIDMap``
-around IVF would renumber wrongly on removal, since IVF does not compact). ``flat`` is exact; ``hnsw`` and ``ivf`` are
-approximate, for large galleries. ``auto`` picks one from the gallery's size and
-dimension (``auto_index``): flat below ``AUTO_DEFAULTS["flat_max"]`` vectors, above it
-IVF with an HNSW coarse quantizer, k-means trained on a sample, whose ``nprobe`` is
-tuned at build time for a leave-one-out recall target. The chosen structure and its
-search parameters live in the faiss file itself (``describe_index`` reads them back).
-Files are written with faiss's own
+scores are cosine similarities of L2-normalised vectors. Flat, HNSW and IVF-PQ with
+re-scoring sit in an ``IndexIDMap2``; plain IVF keeps ids in its inverted lists
+natively (an ``IndexIDMap`` around IVF would renumber wrongly on removal, since IVF
+does not compact). ``flat`` is exact; ``hnsw`` and ``ivf`` are approximate, for large
+galleries. ``auto`` picks from the gallery's size and dimension (``auto_index``):
+flat below ``AUTO_DEFAULTS["flat_max"]`` vectors; above, IVF (an HNSW coarse
+quantizer past ~1e3 lists; from 256-d, PQ codes re-scored from sq8 copies), k-means
+trained on a sample, ``nprobe`` tuned at build time for a leave-one-out recall
+target (``tune_nprobe``). The structure and its search parameters live in the faiss
+file itself; ``describe_index`` reads them back. Files are written with faiss's own
 ``write_index`` to a temporary file that is renamed over the target, so a reader
 sees either the old or the new index, never half of one.
 """
@@ -122,7 +123,7 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, kind: str = "flat", **para
     """Index ``vectors`` (N, D) under int64 ``ids`` (N,) for inner-product search.
 
     ``kind``: ``flat`` (exact), ``hnsw`` (params ``m``, ``ef_construction``, ``ef_search``),
-    ``ivf`` (params ``nlist``, ``nprobe``, ``quantizer``, ``encoding``, ``train_size``;
+    ``ivf`` (params ``nlist``, ``nprobe``, ``quantizer``, ``encoding``, ``k_factor``, ``train_size``;
     trained on ``vectors`` or a random sample of ``train_size`` of them), or ``auto``
     (params ``flat_max``, ``recall``, ``tune_queries``, ``tune_k``: the kind from ``auto_index``,
     then ``nprobe`` from ``tune_nprobe``). Vectors are normalised, so scores are cosine
