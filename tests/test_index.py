@@ -191,7 +191,7 @@ def test_auto_past_the_threshold_is_a_trained_ivf_tuned_for_recall():
     ids = np.arange(len(x), dtype=np.int64)
     kind, params = fx.auto_index(len(x), 64, flat_max=1000)
     assert kind == "ivf" and params["nprobe"] is None  # left to tuning
-    assert params["nlist"] >= fx.default_nlist(len(x)) and params["train_size"] <= len(x)
+    assert params["nlist"] == fx.default_nlist(len(x)) and params["train_size"] <= len(x)
     index = fx.build_index(x, ids, "auto", flat_max=1000, recall=0.95)
     info = fx.describe_index(index)
     assert info["kind"] == "ivf" and info["nlist"] == params["nlist"] and info["vectors"] == len(x)
@@ -213,7 +213,7 @@ def test_a_higher_recall_target_probes_more_lists(data):
 def test_thousands_of_lists_get_an_hnsw_quantizer():
     kind, params = fx.auto_index(1_000_000, 512)
     assert kind == "ivf" and params["quantizer"] == "hnsw" and params["nlist"] >= fx.AUTO_HNSW_QUANTIZER_LISTS
-    assert params["encoding"] == "pq" and fx.auto_index(1_000_000, 128)[1]["encoding"] == "flat"
+    assert params["encoding"] == "pq" and fx.auto_index(1_000_000, 64)[1]["encoding"] == "flat"
     assert params["train_size"] < 1_000_000  # k-means on a sample
     assert fx.auto_index(60_000, 128)[1]["quantizer"] == "flat"
 

@@ -7,7 +7,7 @@ natively (an ``IndexIDMap`` around IVF would renumber wrongly on removal, since 
 does not compact). ``flat`` is exact; ``hnsw`` and ``ivf`` are approximate, for large
 galleries. ``auto`` picks from the gallery's size and dimension (``auto_index``):
 flat below ``AUTO_DEFAULTS["flat_max"]`` vectors; above, IVF (an HNSW coarse
-quantizer past ~1e3 lists; from 256-d, PQ codes re-scored from sq8 copies), k-means
+quantizer past ~1e3 lists; from 128-d, PQ codes re-scored from sq8 copies), k-means
 trained on a sample, ``nprobe`` tuned at build time for a leave-one-out recall
 target (``tune_nprobe``). The structure and its search parameters live in the faiss
 file itself; ``describe_index`` reads them back. Files are written with faiss's own
@@ -50,8 +50,6 @@ IVF_DEFAULTS = {
 #: ``auto``: ``flat_max`` vectors and more get an IVF index whose nprobe reaches ``recall``
 #: (leave-one-out neighbour recall on ``tune_queries`` gallery vectors, see ``tune_nprobe``).
 AUTO_DEFAULTS = {"flat_max": 50_000, "recall": 0.95, "tune_queries": 500, "tune_k": 3}
-#: Dimensions up to which ``auto`` uses twice ``default_nlist`` IVF lists.
-AUTO_DOUBLE_LISTS_MAX_DIM = 128
 #: IVF lists from which the coarse quantizer is an HNSW graph rather than a flat scan.
 AUTO_HNSW_QUANTIZER_LISTS = 1024
 #: k-means trains on this many vectors per list (faiss wants >= 39, caps at 256; its cost is
@@ -63,10 +61,11 @@ NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 38
 #: so 2 (not faiss's usual 4-16) keeps training within minutes at 1e6 on 2 cores; a
 #: gallery retrains its IVF index once it holds 4x the vectors it was trained for.
 LISTS_PER_SQRT_N = 2
-#: Dimensions from which ``auto`` scans PQ codes and re-scores with sq8 (scores exact to ~1e-3):
-#: measured on 512-d at 1e5 vectors, ~4x less CPU per query than float32 lists and ~2x less
-#: than sq8 lists at the same nprobe, a quarter of the memory.
-AUTO_PQ_MIN_DIM = 256
+#: Dimensions from which ``auto`` scans PQ codes (dim / 8 bytes) and re-scores the best
+#: ``k_factor * k`` from sq8 copies (scores exact to ~1e-3): measured on 512-d at 1e5 vectors,
+#: ~4x less CPU per query than float32 lists and ~2x less than sq8 lists at the same nprobe,
+#: and a quarter of the memory. (Doubling the lists instead costs 4x the k-means time.)
+AUTO_PQ_MIN_DIM = 128
 #: faiss wants about 39 training points per IVF list.
 MIN_POINTS_PER_LIST = 39
 _SQ8 = faiss.ScalarQuantizer.QT_8bit
@@ -106,10 +105,7 @@ def auto_index(n: int, dim: int, flat_max: int | None = None) -> tuple[str, dict
     flat_max = AUTO_DEFAULTS["flat_max"] if flat_max is None else int(flat_max)
     if n < max(flat_max, 1):
         return "flat", {}
-    # k-means costs ~lists^2 x dim: up to 128-d twice the lists (4 sqrt(n)) train in minutes at 1e6
-    # and halve what each query scans; more lists than default_nlist never look outgrown to a gallery
-    nlist = default_nlist(n) * (2 if dim <= AUTO_DOUBLE_LISTS_MAX_DIM else 1)
-    nlist = max(1, min(nlist, n // MIN_POINTS_PER_LIST))
+    nlist = default_nlist(n)
     return "ivf", {
         "nlist": nlist,
         "nprobe": None,
