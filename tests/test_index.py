@@ -213,7 +213,7 @@ def test_a_higher_recall_target_probes_more_lists(data):
 def test_thousands_of_lists_get_an_hnsw_quantizer():
     kind, params = fx.auto_index(1_000_000, 512)
     assert kind == "ivf" and params["quantizer"] == "hnsw" and params["nlist"] >= fx.AUTO_HNSW_QUANTIZER_LISTS
-    assert params["encoding"] == "pq" and fx.auto_index(1_000_000, 64)[1]["encoding"] == "flat"
+    assert params["encoding"] == "sq8" and fx.auto_index(1_000_000, 64)[1]["encoding"] == "flat"
     assert params["train_size"] < 1_000_000  # k-means on a sample
     assert fx.auto_index(60_000, 128)[1]["quantizer"] == "flat"
 

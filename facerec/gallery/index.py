@@ -7,7 +7,7 @@ natively (an ``IndexIDMap`` around IVF would renumber wrongly on removal, since 
 does not compact). ``flat`` is exact; ``hnsw`` and ``ivf`` are approximate, for large
 galleries. ``auto`` picks from the gallery's size and dimension (``auto_index``):
 flat below ``AUTO_DEFAULTS["flat_max"]`` vectors; above, IVF (an HNSW coarse
-quantizer past ~1e3 lists; from 128-d, PQ codes re-scored from sq8 copies), k-means
+quantizer past ~1e3 lists; from 128-d, lists of 8-bit scalar-quantised vectors), k-means
 trained on a sample, ``nprobe`` tuned at build time for a leave-one-out recall
 target (``tune_nprobe``). The structure and its search parameters live in the faiss
 file itself; ``describe_index`` reads them back. Files are written with faiss's own
@@ -61,11 +61,11 @@ NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 38
 #: so 2 (not faiss's usual 4-16) keeps training within minutes at 1e6 on 2 cores; a
 #: gallery retrains its IVF index once it holds 4x the vectors it was trained for.
 LISTS_PER_SQRT_N = 2
-#: Dimensions from which ``auto`` scans PQ codes (dim / 8 bytes) and re-scores the best
-#: ``k_factor * k`` from sq8 copies (scores exact to ~1e-3): measured on 512-d at 1e5 vectors,
-#: ~4x less CPU per query than float32 lists and ~2x less than sq8 lists at the same nprobe,
-#: and a quarter of the memory. (Doubling the lists instead costs 4x the k-means time.)
-AUTO_PQ_MIN_DIM = 128
+#: Dimensions from which ``auto`` stores the lists as sq8 (a quarter of the memory, ~1.8x less
+#: CPU per query than float32 at 512-d, scores exact to ~1e-3). Not pq: ~2x faster again on
+#: synthetic sets, but on real CNN embeddings (benchmarks/index_speed.py, 1e5 vectors) its
+#: recall@1 stayed at 0.36 even with every list probed, which no nprobe tuning can repair.
+AUTO_SQ8_MIN_DIM = 128
 #: faiss wants about 39 training points per IVF list.
 MIN_POINTS_PER_LIST = 39
 _SQ8 = faiss.ScalarQuantizer.QT_8bit
@@ -110,7 +110,7 @@ def auto_index(n: int, dim: int, flat_max: int | None = None) -> tuple[str, dict
         "nlist": nlist,
         "nprobe": None,
         "quantizer": "hnsw" if nlist >= AUTO_HNSW_QUANTIZER_LISTS else "flat",
-        "encoding": "pq" if dim >= AUTO_PQ_MIN_DIM and dim % 8 == 0 else "flat",
+        "encoding": "sq8" if dim >= AUTO_SQ8_MIN_DIM else "flat",
         "train_size": min(n, nlist * AUTO_TRAIN_PER_LIST),
     }
 
