@@ -1,4 +1,4 @@
-"""facerec.index: exactness of flat, recall of HNSW/IVF, ids, removal, atomic persistence."""
+"""facerec.index: exactness of flat, recall of HNSW/IVF, the auto choice, ids, removal, atomic persistence."""
 
 from __future__ import annotations
 
@@ -46,10 +46,18 @@ def test_flat_is_exact_and_uses_caller_ids(data):
     np.testing.assert_array_equal(fx.index_ids(index), np.sort(ids))
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_approximate_indexes_have_high_recall(data, kind):
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("hnsw", {}),
+        ("ivf", {}),
+        ("ivf", {"quantizer": "hnsw", "encoding": "sq8", "train_size": 2000}),
+        ("ivf", {"encoding": "pq", "nprobe": 32}),
+    ],
+)
+def test_approximate_indexes_have_high_recall(data, kind, params):
     x, ids, q = data
-    index = fx.build_index(x, ids, kind)
+    index = fx.build_index(x, ids, kind, **params)
     assert fx.index_kind(index) == kind
     _, got = fx.search(index, q, 1)
     _, want = exact(x, ids, q, 1)
@@ -104,7 +112,7 @@ def test_add_vectors(data):
     assert fx.search(index, x[105:106], 1)[1][0, 0] == ids[105]
 
 
-@pytest.mark.parametrize("kind", fx.INDEX_KINDS)
+@pytest.mark.parametrize("kind", fx.CONCRETE_KINDS)
 def test_write_read_round_trip(tmp_path, data, kind):
     x, ids, q = data
     index = fx.build_index(x, ids, kind)
@@ -155,3 +163,102 @@ def test_bad_arguments():
         fx.build_index(np.full((2, 4), np.nan), np.arange(2))
     with pytest.raises(ValueError, match="64-d"):
         fx.search(fx.build_index(x, np.arange(10)), np.ones((1, 8)), 1)
+
+
+def test_auto_keeps_small_galleries_exact(data):
+    x, ids, q = data
+    assert fx.auto_index(len(x), 64) == ("flat", {})
+    index = fx.build_index(x, ids, "auto")
+    assert fx.describe_index(index)["kind"] == "flat"
+    np.testing.assert_array_equal(fx.search(index, q, 3)[1], exact(x, ids, q, 3)[1])
+
+
+def people(n: int, per_person: int = 5, dim: int = 64, noise: float = 0.6, n_queries: int = 300, seed: int = 1):
+    """A gallery of ``n`` photos, ``per_person`` each, with everyone's identity, and new photos of them as queries."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n // per_person, dim)).astype(np.float32)
+    labels, query_labels = np.arange(n) % len(centers), rng.integers(0, len(centers), n_queries)
+
+    def photos(owner: np.ndarray) -> np.ndarray:
+        x = centers[owner] + noise * rng.standard_normal((len(owner), dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return photos(labels), labels, photos(query_labels), query_labels
+
+
+def test_auto_past_the_threshold_is_a_trained_ivf_tuned_for_recall():
+    x, labels, q, q_labels = people(5000)
+    ids = np.arange(len(x), dtype=np.int64)
+    kind, params = fx.auto_index(len(x), 64, flat_max=1000)
+    assert kind == "ivf" and params["nprobe"] is None  # left to tuning
+    assert params["nlist"] == fx.default_nlist(len(x)) and params["train_size"] <= len(x)
+    index = fx.build_index(x, ids, "auto", flat_max=1000, recall=0.95)
+    info = fx.describe_index(index)
+    assert info["kind"] == "ivf" and info["nlist"] == params["nlist"] and info["vectors"] == len(x)
+    assert 1 < info["nprobe"] < info["nlist"]  # tuning chose a partial scan, neither the cheapest nor exhaustive
+    # identity recall@1 of new photos (not the tuning queries), against what exact search gets
+    ceiling = (labels[exact(x, ids, q, 1)[1][:, 0]] == q_labels).mean()
+    assert (labels[fx.search(index, q, 1)[1][:, 0]] == q_labels).mean() >= min(0.95, ceiling - 0.02)
+    fx.set_search_params(index, nprobe=1)  # the recall came from tuning: one list is clearly worse
+    assert (labels[fx.search(index, q, 1)[1][:, 0]] == q_labels).mean() < ceiling - 0.05
+
+
+def test_a_higher_recall_target_probes_more_lists(data):
+    x, ids, _ = data
+    low = fx.describe_index(fx.build_index(x, ids, "auto", flat_max=1000, recall=0.5))["nprobe"]
+    high = fx.describe_index(fx.build_index(x, ids, "auto", flat_max=1000, recall=0.99))["nprobe"]
+    assert low < high
+
+
+def test_thousands_of_lists_get_an_hnsw_quantizer():
+    kind, params = fx.auto_index(1_000_000, 512)
+    assert kind == "ivf" and params["quantizer"] == "hnsw" and params["nlist"] >= fx.AUTO_HNSW_QUANTIZER_LISTS
+    assert params["encoding"] == "sq8" and fx.auto_index(1_000_000, 64)[1]["encoding"] == "flat"
+    assert params["train_size"] < 1_000_000  # k-means on a sample
+    assert fx.auto_index(60_000, 128)[1]["quantizer"] == "flat"
+
+
+def test_the_auto_choice_survives_write_and_read(tmp_path, data):
+    x, ids, q = data
+    index = fx.build_index(x, ids, "auto", flat_max=1000, recall=0.99)
+    loaded = fx.read_index(fx.write_index(index, tmp_path / "index.faiss"))
+    assert fx.describe_index(loaded) == fx.describe_index(index)  # tuned nprobe included
+    np.testing.assert_array_equal(fx.search(loaded, q, 3)[1], fx.search(index, q, 3)[1])
+
+
+def test_an_ivf_with_hnsw_quantizer_removes_and_persists(tmp_path, data):
+    x, ids, _ = data
+    index = fx.build_index(x, ids, "ivf", nlist=64, nprobe=64, quantizer="hnsw")
+    assert fx.remove_vectors(index, ids[:10]) == 10
+    loaded = fx.read_index(fx.write_index(index, tmp_path / "index.faiss"))
+    assert fx.describe_index(loaded)["quantizer"] == "hnsw" and fx.describe_index(loaded)["quantizer_ef_search"] >= 64
+    assert not np.isin(fx.search(loaded, x[:20], 1)[1], ids[:10]).any()
+
+
+def test_unknown_auto_or_ivf_parameters_are_refused():
+    x = clustered(100)
+    with pytest.raises(ValueError, match="unknown auto index parameter 'nprobe'"):
+        fx.build_index(x, np.arange(100), "auto", nprobe=3)
+    with pytest.raises(ValueError, match="quantizer"):
+        fx.build_index(x, np.arange(100), "ivf", quantizer="pq")
+    with pytest.raises(ValueError, match="encoding"):
+        fx.build_index(x, np.arange(100), "ivf", encoding="opq")
+    with pytest.raises(ValueError, match="256 vectors"):
+        fx.build_index(x, np.arange(100), "ivf", encoding="pq")
+
+
+def test_pq_with_rescoring_keeps_ids_persists_and_rebuilds_instead_of_removing(tmp_path, data):
+    x, ids, q = data
+    index = fx.build_index(x, ids, "ivf", nlist=32, nprobe=32, encoding="pq", k_factor=8)
+    info = fx.describe_index(index)
+    assert info["encoding"] == "pq" and info["pq_bytes"] == 8 and info["k_factor"] == 8
+    scores, got = fx.search(index, q, 3)
+    want_scores, want = exact(x, ids, q, 3)
+    assert (got[:, 0] == want[:, 0]).mean() >= 0.95  # every list probed: re-scoring recovers the exact top hit
+    np.testing.assert_allclose(scores[:, 0], want_scores[:, 0], atol=0.02)  # cosines from sq8 copies
+    loaded = fx.read_index(fx.write_index(index, tmp_path / "index.faiss"))
+    assert fx.describe_index(loaded) == info
+    np.testing.assert_array_equal(fx.search(loaded, q, 3)[1], got)
+    assert not fx.supports_removal(index)
+    with pytest.raises(ValueError, match="rebuild"):
+        fx.remove_vectors(index, ids[:1])

@@ -297,7 +297,7 @@ class _ProjectedSupCon(torch.nn.Module):
 def test_an_objective_with_parameters_is_optimised_and_checkpointed(tmp_path, monkeypatch):
     import facerec.training.trainer as trainer_module
 
-    monkeypatch.setattr(trainer_module, "make_loss", lambda config: _ProjectedSupCon())
+    monkeypatch.setattr(trainer_module, "make_loss", lambda config, **context: _ProjectedSupCon())
     trainer = Trainer(tiny(tmp_path, "loss.kind=supcon", "epochs=1"))
     before = trainer.loss_fn.projection.weight.detach().clone()
     trainer._train_epoch(1, deadline=None)

@@ -6,6 +6,8 @@ _EXPORTS = {
     "Gallery": "gallery",
     "IndexKind": "config",
     "INDEX_KINDS": "config",
+    "CONCRETE_KINDS": "config",
+    "AUTO_DEFAULTS": "config",
     "HNSW_DEFAULTS": "config",
     "IVF_DEFAULTS": "config",
     "INDEX_PARAMS": "config",

@@ -11,14 +11,33 @@ from typing import Any, Literal, get_args
 
 from facerec.config import check_config
 
-#: flat (exact), hnsw or ivf (approximate, for large galleries).
-IndexKind = Literal["flat", "hnsw", "ivf"]
+#: flat (exact), hnsw or ivf (approximate, for large galleries); auto picks one from the size and dimension.
+IndexKind = Literal["flat", "hnsw", "ivf", "auto"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+#: Index structures ``build_index`` makes; ``auto`` resolves to one of them.
+CONCRETE_KINDS = ("flat", "hnsw", "ivf")
 #: Default parameters of the approximate indexes (chosen with benchmarks/index_speed.py).
 HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 64}
-IVF_DEFAULTS = {"nlist": None, "nprobe": 16}  # nlist None: about 4 * sqrt(n), at most n // 39
+IVF_DEFAULTS = {
+    "nlist": None,  # None: about 2 * sqrt(n), at most n // 39 (default_nlist)
+    "nprobe": 16,
+    "quantizer": "flat",  # coarse quantizer over the list centroids: flat (exact) or hnsw (fast past ~1e3 lists)
+    # stored vectors: flat (float32); sq8 (one byte per dimension, 4x less memory); pq (product-quantised
+    # codes of dim / 8 bytes scanned, the top k_factor * k re-scored from sq8 copies; removal rebuilds)
+    "encoding": "flat",
+    "k_factor": 16,
+    "train_size": None,  # k-means sample; None: every vector
+}
+#: ``auto``: ``flat_max`` vectors and more get an IVF index whose nprobe reaches ``recall``
+#: (leave-one-out neighbour recall on ``tune_queries`` gallery vectors, see ``index.tune_nprobe``).
+AUTO_DEFAULTS = {"flat_max": 50_000, "recall": 0.95, "tune_queries": 500, "tune_k": 3}
 #: The parameters each kind accepts.
-INDEX_PARAMS: dict[str, dict[str, Any]] = {"flat": {}, "hnsw": HNSW_DEFAULTS, "ivf": IVF_DEFAULTS}
+INDEX_PARAMS: dict[str, dict[str, Any]] = {
+    "flat": {},
+    "hnsw": HNSW_DEFAULTS,
+    "ivf": IVF_DEFAULTS,
+    "auto": AUTO_DEFAULTS,
+}
 
 
 @dataclass(frozen=True)
