@@ -66,13 +66,18 @@ class FrozenEmbedder(Embedder):
     def fingerprint(self) -> str:
         """``name/size/dim/hash`` of the weight files and the options that change the outputs."""
         if self._fingerprint is None:
-            digest = hashlib.sha256(json.dumps(self.spec.options, sort_keys=True, default=str).encode())
+            settings = {"options": self.spec.options, "fixed": self.fixed_settings()}
+            digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
             for path in self.weight_files:
                 with open(path, "rb") as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)
             self._fingerprint = f"{self.name}/{self.input_size}px/{self.embedding_dim}d/{digest.hexdigest()[:16]}"
         return self._fingerprint
+
+    def fixed_settings(self) -> dict[str, Any]:
+        """Constants of the pipeline that change the outputs (part of the fingerprint)."""
+        return {}
 
     # ---- not trainable
     @property
