@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from facerec.data.images import load_image
 from facerec.errors import ModelError
 from facerec.faces.detect import DetectorConfig, FaceDetector
-from facerec.data.images import load_image
 from facerec.models import create_embedder, is_frozen, load_model, save_model_dir
 from facerec.models.base import WEIGHTS_FILE
 from facerec.models.frozen import THRESHOLDS_DIR
@@ -90,3 +90,12 @@ def test_dlib_resnet_refuses_other_weights_and_sizes():
         create_embedder("dlib-resnet", embedding_dim=512)
     with pytest.raises(ModelError, match="box must be"):
         load_model("dlib-resnet?box=cnn")
+
+
+def test_a_gallery_records_a_frozen_model_with_its_options(sample_dir, tmp_path):
+    from facerec.gallery.recognizer import FaceRecognizer
+
+    embedder = create_embedder("dlib-resnet", box="crop")
+    with FaceRecognizer(embedder, gallery=tmp_path / "g", detect=False) as recognizer:
+        spec = recognizer.model_record().spec
+    assert load_model(spec["model"], input_size=spec["input_size"]).fingerprint == embedder.fingerprint

@@ -25,9 +25,7 @@ class Tiny(nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
-def export(
-    path, dynamic: bool = False, metadata: dict | None = None, normalise_inside: bool = False, size: int = SIZE
-):
+def export(path, dynamic: bool = False, metadata: dict | None = None, normalise_inside: bool = False, size: int = SIZE):
     import onnx
 
     model = Tiny().eval()

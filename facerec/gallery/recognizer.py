@@ -195,11 +195,9 @@ class FaceRecognizer:
         if self._model is None or isinstance(self._model, str) or not hasattr(self._model, "spec"):
             return self._model_choice().record()
         spec = self._model.spec
-        return {
-            "model": getattr(self._model, "source", spec.name),
-            "pretrained": spec.pretrained,
-            "input_size": spec.input_size,
-        }
+        if getattr(self._model, "frozen", False):  # its options are part of the model
+            return {"model": self._model.spec_string(), "input_size": spec.input_size}
+        return {"model": spec.name, "pretrained": spec.pretrained, "input_size": spec.input_size}
 
     def model_record(self) -> ModelRecord:
         embedder = self.embedder

@@ -75,6 +75,18 @@ class FrozenEmbedder(Embedder):
             self._fingerprint = f"{self.name}/{self.input_size}px/{self.embedding_dim}d/{digest.hexdigest()[:16]}"
         return self._fingerprint
 
+    def spec_string(self) -> str:
+        """``source?option=value&...``: the ``--model`` spec that rebuilds exactly this model."""
+        from urllib.parse import urlencode
+
+        def text(value: Any) -> str:
+            if isinstance(value, (list, tuple)):
+                return ",".join(str(v) for v in value)
+            return str(int(value)) if isinstance(value, bool) else str(value)
+
+        options = urlencode({k: text(v) for k, v in sorted(self.spec.options.items())})
+        return f"{self.source}?{options}" if options else self.source
+
     def fixed_settings(self) -> dict[str, Any]:
         """Constants of the pipeline that change the outputs (part of the fingerprint)."""
         return {}

@@ -15,6 +15,7 @@ from facerec.cli.commands import add_json_flag, add_model_arguments, emit, model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_model_arguments(parser)
     parser.add_argument("--data", default=None, help="LFW root (its pairsDevTrain.txt is used) [$FACEREC_DATA]")
     parser.add_argument("--crops", default=None, help="crop cache folder [.cache/crops/<data-name>-224]")
