@@ -22,15 +22,20 @@ def size_of(name: str) -> int:
 @pytest.fixture(scope="module")
 def built() -> dict:
     """One embedder per registered name, built once (ViT-B/32 holds 88M parameters)."""
-    return {name: create_embedder(name, pretrained="none", input_size=size_of(name)) for name in available_embedders()}
+    return {
+        name: create_embedder(name, pretrained="none", input_size=size_of(name))
+        for name in available_embedders(trainable=True)
+    }
 
 
 def batch(size: int, n: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def test_registry_lists_every_backbone():
-    assert set(available_embedders()) == {"clip-vit-b-32", *CNNS}
+def test_registry_lists_every_backbone_and_the_frozen_face_model():
+    assert set(available_embedders(trainable=True)) == {"clip-vit-b-32", *CNNS}
+    assert available_embedders(trainable=False) == ["dlib-resnet"]
+    assert set(available_embedders()) == {"clip-vit-b-32", "dlib-resnet", *CNNS}
 
 
 @pytest.mark.parametrize("name", ["clip-vit-b-32", *CNNS])

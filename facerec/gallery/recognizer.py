@@ -134,8 +134,9 @@ class FaceRecognizer:
     """Enroll, verify, identify and remove faces.
 
     ``model``: a registry name (with ``pretrained`` / ``input_size``), a trained model
-    directory, an MLflow URI, a built ``Embedder``, or None to use the model the
-    gallery was enrolled with. ``gallery``: a gallery directory (default: the per-user
+    directory, an MLflow URI, ``onnx:PATH``, a ``ModelChoice``, a built ``Embedder``, or None:
+    the model the gallery was enrolled with, else ``$FACEREC_MODEL``, else dlib-resnet
+    (``facerec.models.resolve``). ``gallery``: a gallery directory (default: the per-user
     one). ``face``: which face of a photo with several (``central`` or ``largest``).
     ``detect=False`` treats inputs as face crops already. ``threshold`` overrides the
     model's calibrated one. ``batch_size``: photos per detection/embedding batch;
@@ -146,7 +147,7 @@ class FaceRecognizer:
         self,
         model: Any = None,
         *,
-        pretrained: str = "none",
+        pretrained: str | None = None,
         input_size: int | None = None,
         device: str = "cpu",
         gallery: str | Path | None = None,
@@ -168,7 +169,7 @@ class FaceRecognizer:
         self.device = device
         self._model_args = {"pretrained": pretrained, "input_size": input_size}
         self._model = model
-        self._embedder: Any = None if model is None or isinstance(model, str) else model
+        self._embedder: Any = model if hasattr(model, "embed") else None  # a built Embedder
         self._detector_arg = detector
         self._detector: FaceDetector | None = None
         self._gallery: Gallery | None = None
@@ -177,34 +178,29 @@ class FaceRecognizer:
     @property
     def embedder(self):  # -> Embedder
         if self._embedder is None:
-            from facerec.models import load_model
-
-            spec = self._model_spec()
-            options = {"input_size": spec["input_size"]} if spec.get("input_size") else {}
-            self._embedder = load_model(
-                spec["model"], pretrained=spec.get("pretrained") or "none", device=self.device, **options
-            )
+            self._embedder = self._model_choice().load(self.device)
         return self._embedder
+
+    def _model_choice(self):  # -> ModelChoice
+        """The model to use (``facerec.models.resolve``): the one named, else the gallery's, else the default."""
+        from facerec.models.resolve import ModelChoice, resolve_model
+
+        if isinstance(self._model, ModelChoice):
+            return self._model
+        if isinstance(self._model, str) or self._model_args["pretrained"] or self._model_args["input_size"]:
+            return resolve_model(self._model, **self._model_args)
+        record = self._open_gallery().model() if self._gallery_exists() else None
+        if record is not None:
+            log.info("using the gallery's model: %s", record.describe())
+        return resolve_model(gallery_spec=record.spec if record is not None else None)
 
     def _model_spec(self) -> dict[str, Any]:
         """How the model is loaded, as recorded in a gallery (a path is made absolute)."""
-        if isinstance(self._model, str):
-            from facerec.models import is_model_dir
-
-            if is_model_dir(self._model):
-                return {"model": str(Path(self._model).resolve())}
-            if self._model.startswith(("models:/", "runs:/")):
-                return {"model": self._model}
-            return {"model": self._model, **self._model_args}
-        if self._model is None:
-            if not self._gallery_exists():
-                raise ModelError(f"no model given and no gallery at {self.gallery_path} to take it from: pass --model")
-            record = self._open_gallery().model()
-            if record is None:
-                raise ModelError(f"no model given, and gallery {self.gallery_path} records none yet: pass --model")
-            log.info("using the gallery's model: %s", record.describe())
-            return record.spec
+        if self._model is None or isinstance(self._model, str) or not hasattr(self._model, "spec"):
+            return self._model_choice().record()
         spec = self._model.spec
+        if getattr(self._model, "frozen", False):  # its options are part of the model
+            return {"model": self._model.spec_string(), "input_size": spec.input_size}
         return {"model": spec.name, "pretrained": spec.pretrained, "input_size": spec.input_size}
 
     def model_record(self) -> ModelRecord:

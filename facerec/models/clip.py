@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from facerec.models.base import (
     register_embedder,
     seeded,
 )
+from facerec.models.weights import check_download
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +113,42 @@ def _resolve_weights(pretrained: str) -> tuple[Path | None, dict[str, Any]]:
         raise ModelError(
             f"unknown weights {pretrained!r} for {NAME}: pass an open_clip tag ({tags}), a checkpoint file, or 'none'"
         )
+    hint = "pass --pretrained /path/to/checkpoint.pt or --pretrained none for random init"
+    cached = _cached_weights(cfg)
+    if cached is not None:
+        return cached, cfg
+    check_download(_weights_url(cfg), f"open_clip weights {pretrained!r} for {ARCH}", hint)
     try:
         downloaded = open_clip.download_pretrained(cfg)
     except Exception as exc:  # hub/url clients raise many types (OSError, HTTP, offline mode)
         log.warning("download of open_clip weights %s/%s failed: %s", ARCH, pretrained, error_reason(exc))
         downloaded = ""
     if not downloaded:
-        raise ModelError(
-            f"cannot download open_clip weights {pretrained!r} for {ARCH} (offline?): "
-            "pass --pretrained /path/to/checkpoint.pt or --pretrained none for random init"
-        )
+        raise ModelError(f"cannot download open_clip weights {pretrained!r} for {ARCH} (offline?): {hint}")
     return Path(downloaded), cfg
+
+
+def _weights_url(cfg: dict[str, Any]) -> str:
+    """Where open_clip would download from (the HF hub when it has the weights)."""
+    return "https://huggingface.co" if cfg.get("hf_hub") else cfg.get("url", "")
+
+
+def _cached_weights(cfg: dict[str, Any]) -> Path | None:
+    """The weights file when it is in the local HF hub cache already (no network)."""
+    hub = cfg.get("hf_hub")
+    if not hub:
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    repo, filename = os.path.split(hub)
+    for name in ("open_clip_model.safetensors", filename or "open_clip_pytorch_model.bin"):
+        try:
+            return Path(hf_hub_download(repo_id=repo, filename=name, local_files_only=True))
+        except Exception:  # not cached (LocalEntryNotFoundError) or a bad cache entry
+            continue
+    return None
 
 
 def _read_image_tower(path: Path) -> dict[str, Any]:

@@ -66,13 +66,30 @@ class FrozenEmbedder(Embedder):
     def fingerprint(self) -> str:
         """``name/size/dim/hash`` of the weight files and the options that change the outputs."""
         if self._fingerprint is None:
-            digest = hashlib.sha256(json.dumps(self.spec.options, sort_keys=True, default=str).encode())
+            settings = {"options": self.spec.options, "fixed": self.fixed_settings()}
+            digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
             for path in self.weight_files:
                 with open(path, "rb") as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)
             self._fingerprint = f"{self.name}/{self.input_size}px/{self.embedding_dim}d/{digest.hexdigest()[:16]}"
         return self._fingerprint
+
+    def spec_string(self) -> str:
+        """``source?option=value&...``: the ``--model`` spec that rebuilds exactly this model."""
+        from urllib.parse import urlencode
+
+        def text(value: Any) -> str:
+            if isinstance(value, (list, tuple)):
+                return ",".join(str(v) for v in value)
+            return str(int(value)) if isinstance(value, bool) else str(value)
+
+        options = urlencode({k: text(v) for k, v in sorted(self.spec.options.items())})
+        return f"{self.source}?{options}" if options else self.source
+
+    def fixed_settings(self) -> dict[str, Any]:
+        """Constants of the pipeline that change the outputs (part of the fingerprint)."""
+        return {}
 
     # ---- not trainable
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ from facerec.models.base import (
     register_embedder,
     seeded,
 )
+from facerec.models.weights import check_download
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,12 @@ def build_torchvision(
         raise ModelError(f"{arch} needs an input size of at least {MIN_INPUT_SIZE} px, got {size}")
     weights, checkpoint = _resolve_weights(arch, pretrained)
     log.info("%s: building at %dpx (seed %d, weights %s)", arch, size, seed, pretrained)
+    if weights is not None and not _cached(weights.url):
+        check_download(
+            weights.url,
+            f"torchvision weights {weights} for {arch}",
+            "pass --pretrained /path/to/state_dict.pth or --pretrained none for random init",
+        )
     with seeded(seed):
         try:
             model = torchvision.models.get_model(arch, weights=weights)
@@ -109,6 +117,11 @@ def _register(arch: str) -> None:
 
 for _arch in ARCHITECTURES:
     _register(_arch)
+
+
+def _cached(url: str) -> bool:
+    """Whether torch.hub's checkpoint cache holds the file of ``url`` already."""
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file()
 
 
 def _resolve_weights(arch: str, pretrained: str) -> tuple[Any, Path | None]:  # (WeightsEnum | None, file)

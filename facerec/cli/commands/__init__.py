@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -19,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("facerec.cli.commands.train", "fine-tune an embedder with a contrastive loss"),
     "evaluate": ("facerec.cli.commands.evaluate", "evaluate a model on an LFW or folder protocol"),
     "benchmark": ("facerec.cli.commands.benchmark", "train and evaluate several backbones, tracked in MLflow"),
+    "calibrate": ("facerec.cli.commands.calibrate", "calibrate a model's threshold on LFW View 1 train pairs"),
     "enroll": ("facerec.cli.commands.enroll", "enroll identities into a gallery"),
     "verify": ("facerec.cli.commands.verify", "say whether two photos show the same person"),
     "identify": ("facerec.cli.commands.identify", "find who a photo shows in the gallery"),
@@ -33,31 +33,29 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model SPEC`` (registry name, model directory or MLflow URI) and its options.
+    """``--model SPEC`` (registry name, model directory, MLflow URI, onnx:PATH) and its options.
 
-    Defaults come from ``$FACEREC_MODEL`` / ``$FACEREC_PRETRAINED``, else CLIP ViT-B/32 with
-    OpenAI weights (which fails with a clear message where they cannot be fetched).
+    Left unset, ``facerec.models.resolve`` decides (``$FACEREC_MODEL`` / ``$FACEREC_PRETRAINED``,
+    else dlib-resnet, which works offline and has a calibrated threshold).
     """
-    parser.add_argument(
-        "--model",
-        default=os.environ.get("FACEREC_MODEL", "clip-vit-b-32"),
-        help="registry name, trained model directory, or MLflow URI (models:/NAME@ALIAS) [$FACEREC_MODEL]",
-    )
-    parser.add_argument(
-        "--pretrained",
-        default=os.environ.get("FACEREC_PRETRAINED", "openai"),
-        help="for registry names: weights tag (openai, laion2b_s34b_b79k, DEFAULT), local checkpoint path, "
-        "or 'none' for random init [$FACEREC_PRETRAINED]",
-    )
+    from facerec.models.resolve import model_help
+
+    helps = model_help()
+    parser.add_argument("--model", default=None, help=helps["model"])
+    parser.add_argument("--pretrained", default=None, help=helps["pretrained"])
     parser.add_argument("--input-size", type=int, default=None, help="model input size in pixels")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
 
 
-def model_from_args(args: argparse.Namespace):  # -> Embedder (lazy import keeps --help fast)
-    from facerec.models import load_model
+def model_choice(args: argparse.Namespace):  # -> ModelChoice
+    """The model the command's flags (or the environment, or the default) name."""
+    from facerec.models.resolve import resolve_model
 
-    options = {"input_size": args.input_size} if args.input_size else {}
-    return load_model(args.model, pretrained=args.pretrained, device=args.device, **options)
+    return resolve_model(args.model, args.pretrained, args.input_size)
+
+
+def model_from_args(args: argparse.Namespace):  # -> Embedder (lazy import keeps --help fast)
+    return model_choice(args).load(args.device)
 
 
 def emit(args: argparse.Namespace, payload: dict[str, Any], text: str | None = None) -> None:

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from facerec.cli.commands import add_model_arguments
+from facerec.cli.commands import add_model_arguments, model_choice
 from facerec.faces.config import FACE_CHOICES
 
 MODEL_DESTS = ("model", "pretrained", "input_size")
@@ -52,34 +52,29 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
 def add_gallery_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model`` etc. where a gallery is involved: without them, the gallery's own model is used."""
     add_model_arguments(parser)
-    fallback = {dest: parser.get_default(dest) for dest in MODEL_DESTS}
-    parser.set_defaults(model=None, pretrained=None, input_size=None, _model_fallback=fallback)
     parser.epilog = (
         "Without --model/--pretrained/--input-size the model the gallery was enrolled with is used; "
-        "a new gallery gets $FACEREC_MODEL (default clip-vit-b-32)."
+        "a new gallery gets $FACEREC_MODEL (default dlib-resnet)."
     )
 
 
 def recognizer_from_args(args: argparse.Namespace):  # -> FaceRecognizer (lazy import keeps --help fast)
-    """A FaceRecognizer from the command's arguments (model, gallery, face policy, threshold)."""
-    from facerec.gallery.gallery import DB_FILE, Gallery, default_gallery_dir
+    """A FaceRecognizer from the command's arguments (model, gallery, face policy, threshold).
+
+    Named flags choose the model; without them the recognizer resolves it (the gallery's
+    model, else $FACEREC_MODEL, else the default: see ``facerec.models.resolve``).
+    Commands without a gallery (verify) resolve it right here.
+    """
+    from facerec.gallery.gallery import default_gallery_dir
     from facerec.gallery.recognizer import FaceRecognizer
 
     gallery = Path(args.gallery).expanduser() if getattr(args, "gallery", None) else default_gallery_dir()
-    model = {dest: getattr(args, dest, None) for dest in MODEL_DESTS}
-    fallback = getattr(args, "_model_fallback", None)
-    if fallback is not None:  # a gallery command: flags given > the gallery's model > $FACEREC_MODEL
-        if any(v is not None for v in model.values()):
-            model = {k: fallback[k] if v is None else v for k, v in model.items()}
-        elif not (gallery / DB_FILE).is_file():
-            model = fallback
-        else:
-            with Gallery(gallery) as g:
-                model = dict.fromkeys(MODEL_DESTS) if g.model() is not None else fallback
+    # Without a gallery (verify) the gallery's model has no say: resolve the flags right here.
+    model = args.model if hasattr(args, "gallery") else model_choice(args)
     return FaceRecognizer(
-        model["model"],
-        pretrained=model["pretrained"] or "none",
-        input_size=model["input_size"],
+        model,
+        pretrained=args.pretrained,
+        input_size=args.input_size,
         device=getattr(args, "device", "cpu"),
         gallery=gallery,
         face=getattr(args, "face", "central"),

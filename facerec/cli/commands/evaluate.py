@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from facerec.cli.commands import add_json_flag, add_model_arguments, emit
+from facerec.cli.commands import add_json_flag, add_model_arguments, emit, model_choice
 from facerec.evaluation.config import PROTOCOLS
 
 
@@ -52,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from facerec.evaluation.protocols import EvalConfig, evaluate, format_metrics
 
     config = load_config(EvalConfig, args.config, [*args.overrides, *flag_overrides(args)])
+    model = model_choice(args)
     result = evaluate(
-        args.model,
+        model.model,
         config,
-        pretrained=args.pretrained,
+        pretrained=model.pretrained,
         device=args.device,
-        input_size=args.input_size,
+        input_size=model.input_size,
         experiment=args.experiment,
         track=args.track,
         progress=not args.json,

@@ -1,0 +1,90 @@
+"""Choose dlib-resnet's alignment on LFW View 1 *train* pairs only (pairsDevTrain; never DevTest / View 2).
+
+Compares, on the same crops: the face box (dlib's HOG detector inside our MTCNN crop vs
+the fixed box our crop geometry gives), the landmark model (5 vs 68 points) and flip
+test-time augmentation. Prints 10-fold accuracy and AUC per variant, and the median
+HOG box as fractions of the crop (the fixed ``CROP_BOX``).
+
+    python benchmarks/dlib_alignment.py --data /work/shared/data/lfw --crops /work/cache/crops/lfw-224 --pairs 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from PIL import Image
+
+from facerec.data.datasets import LFW, read_pairs
+from facerec.evaluation import metrics
+from facerec.models import create_embedder
+from facerec.models.frozen import unit_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="LFW root")
+    parser.add_argument("--crops", required=True, help="crop folder (our MTCNN crops)")
+    parser.add_argument("--pairs", type=int, default=500, help="pairsDevTrain pairs used (those whose crops exist)")
+    parser.add_argument("--landmarks68", action="store_true", help="also try the 68-point landmark model")
+    args = parser.parse_args()
+
+    lfw = LFW.at(args.data)
+    crops_dir = __import__("pathlib").Path(args.crops)
+    pairs = [
+        p
+        for p in read_pairs(lfw.root / "pairsDevTrain.txt", crops_dir, check_exists=False)
+        if p.path1.is_file() and p.path2.is_file()
+    ]
+    same = [p for p in pairs if p.same][: args.pairs // 2]
+    diff = [p for p in pairs if not p.same][: args.pairs // 2]
+    pairs = same + diff
+    paths = list(dict.fromkeys(x for p in pairs for x in (p.path1, p.path2)))
+    row = {p: i for i, p in enumerate(paths)}
+    crops = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    labels = np.array([p.same for p in pairs])
+    print(f"{len(pairs)} pairsDevTrain pairs ({len(same)} same), {len(paths)} crops")
+
+    hog = create_embedder("dlib-resnet")
+    boxes = [list(hog._hog(c, 0)) for c in crops]
+    found = [min(b, key=lambda r: (r.center().x - 112) ** 2 + (r.center().y - 112) ** 2) for b in boxes if b]
+    side = crops[0].shape[0]
+    median = np.median([[r.left(), r.top(), r.right(), r.bottom()] for r in found], axis=0) / side
+    print(f"HOG found a face in {len(found)}/{len(crops)} crops; median box (l, t, r, b) / side: {np.round(median, 3)}")
+
+    from facerec.models import dlib_resnet
+
+    print(f"(dlib_resnet.CROP_BOX, used when HOG finds nothing and by box=crop: {dlib_resnet.CROP_BOX})")
+
+    def score(vectors: np.ndarray) -> str:
+        v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        s = np.einsum("nd,nd->n", v[[row[p.path1] for p in pairs]], v[[row[p.path2] for p in pairs]])
+        acc = metrics.kfold_accuracy(s, labels)
+        acc = acc[0] if isinstance(acc, tuple) else acc
+        return f"accuracy {acc:.4f}  AUC {metrics.roc_auc(s, labels):.4f}"
+
+    # The default variant goes through ``embed`` (and $FACEREC_VECTOR_CACHE when set, so a later
+    # calibration on the same crops reuses it); the others through the same chip/descriptor code.
+    import torch
+
+    default = create_embedder("dlib-resnet")
+    start = time.process_time()
+    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255)
+    plain = np.concatenate([default.embed(batch[i : i + 64]) for i in range(0, len(batch), 64)])
+    cpu = (time.process_time() - start) / len(crops)
+    print(f"{'hog box, 5 points':24s} {score(plain)}  ({cpu * 1000:.0f} ms CPU/crop)", flush=True)
+    # flip: the same chips mirrored (what ``flip=1`` adds), averaged with the plain unit vectors
+    chips = default.chips(crops)
+    mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+    flipped = np.array(default._net.compute_face_descriptor(mirrored), dtype=np.float32)
+    print(f"{'hog box, 5 points, flip':24s} {score(plain + unit_rows(flipped))}", flush=True)
+    variants = [("crop box, 5 points", {"box": "crop"})]
+    variants += [("hog box, 68 points", {"landmarks": 68})] if args.landmarks68 else []
+    for label, options in variants:
+        vectors = create_embedder("dlib-resnet", **options).embed_arrays(crops)
+        print(f"{label:24s} {score(vectors)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Frozen pretrained models (dlib-resnet, onnx:PATH): the embedder contract, no training, model dirs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from facerec.data.images import load_image
+from facerec.errors import ModelError
+from facerec.faces.detect import DetectorConfig, FaceDetector
+from facerec.models import create_embedder, is_frozen, load_model, save_model_dir
+from facerec.models.base import WEIGHTS_FILE
+from facerec.models.frozen import THRESHOLDS_DIR
+
+
+def crops(sample_dir, *names: tuple[str, int]):
+    """Face crops of sample photos: LFW photos are centred, so the 0.8 centre crop matches our MTCNN crops."""
+    detector = FaceDetector(DetectorConfig(image_size=224))
+    return [detector.center_crop(load_image(sample_dir / n / f"{n}_{i:04d}.jpg")) for n, i in names]
+
+
+@pytest.fixture(scope="module")
+def dlib_model():
+    return create_embedder("dlib-resnet")
+
+
+@pytest.fixture(scope="module")
+def faces(sample_dir):
+    return crops(sample_dir, ("Aaron_Peirsol", 1), ("Aaron_Peirsol", 2), ("Bob_Hope", 1), ("Bob_Hope", 2))
+
+
+def test_dlib_resnet_gives_deterministic_unit_128d_vectors_that_tell_people_apart(dlib_model, faces):
+    first = dlib_model.embed_images(faces)
+    second = dlib_model.embed_images(faces)
+    assert first.shape == (4, 128) and first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(first, second)
+    scores = first @ first.T
+    assert min(scores[0, 1], scores[2, 3]) > max(scores[0, 2], scores[0, 3], scores[1, 2], scores[1, 3])
+    assert dlib_model.fingerprint == create_embedder("dlib-resnet").fingerprint
+    assert dlib_model.fingerprint != create_embedder("dlib-resnet", flip=True).fingerprint
+
+
+def test_dlib_resnet_ships_a_threshold_calibrated_on_view1_train_and_uses_it(dlib_model):
+    record = json.loads((THRESHOLDS_DIR / "dlib-resnet.json").read_text())
+    assert record["pairs"] == "pairsDevTrain.txt" and "calibrate" in record["command"]
+    assert record["fingerprint"] == dlib_model.fingerprint
+    assert dlib_model.threshold == pytest.approx(record["threshold"])
+    assert 0 < dlib_model.threshold < 1
+    # other options give other vectors: the shipped threshold does not claim to fit them
+    assert create_embedder("dlib-resnet", box="crop").threshold is None
+
+
+def test_verify_without_a_threshold_uses_the_shipped_one(dlib_model, sample_dir, tmp_path):
+    from facerec.gallery.recognizer import FaceRecognizer
+
+    photos = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, image in zip(photos, crops(sample_dir, ("Aaron_Peirsol", 1), ("Aaron_Peirsol", 3))):
+        image.save(path)
+    with FaceRecognizer(dlib_model, gallery=tmp_path / "gallery", detect=False) as recognizer:
+        result = recognizer.verify(*photos)
+    assert result.threshold == dlib_model.threshold and result.same
+
+
+def test_fine_tuning_a_frozen_model_is_a_one_line_error(dlib_model):
+    from facerec.training.strategies import StrategyConfig, apply_strategy
+
+    assert is_frozen("dlib-resnet")
+    with pytest.raises(ModelError, match="cannot be fine-tuned"):
+        apply_strategy(dlib_model, StrategyConfig(kind="full"))
+    with pytest.raises(ModelError, match="cannot be fine-tuned"):
+        dlib_model.train()
+    assert not dlib_model.training  # .eval() and .to() still work
+    assert dlib_model.to("cpu").eval() is dlib_model
+
+
+def test_a_frozen_model_directory_stores_no_weights_and_keeps_its_threshold(dlib_model, tmp_path):
+    save_model_dir(dlib_model, tmp_path / "m", threshold=0.42)
+    assert not (tmp_path / "m" / WEIGHTS_FILE).exists()
+    loaded = load_model(str(tmp_path / "m"))
+    assert loaded.fingerprint == dlib_model.fingerprint and loaded.threshold == 0.42
+
+
+def test_dlib_resnet_refuses_other_weights_and_sizes():
+    with pytest.raises(ModelError, match="one set of weights"):
+        create_embedder("dlib-resnet", pretrained="openai")
+    with pytest.raises(ModelError, match="128-d"):
+        create_embedder("dlib-resnet", embedding_dim=512)
+    with pytest.raises(ModelError, match="box must be"):
+        load_model("dlib-resnet?box=cnn")
+
+
+def test_a_gallery_records_a_frozen_model_with_its_options(sample_dir, tmp_path):
+    from facerec.gallery.recognizer import FaceRecognizer
+
+    embedder = create_embedder("dlib-resnet", box="crop")
+    with FaceRecognizer(embedder, gallery=tmp_path / "g", detect=False) as recognizer:
+        spec = recognizer.model_record().spec
+    assert load_model(spec["model"], input_size=spec["input_size"]).fingerprint == embedder.fingerprint
