@@ -417,8 +417,8 @@ def split_options(spec: str) -> tuple[str, dict[str, Any]]:
     base, _, query = spec.partition("?")
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise ModelError(f"bad options {query!r} in {spec!r}: expected key=value&key=value") from None
+    except ValueError as exc:
+        raise ModelError(f"bad options {query!r} in {spec!r}: expected key=value&key=value") from exc
     return base, {key: _number(value) for key, value in pairs}
 
 

@@ -61,8 +61,8 @@ def weights_dir() -> Path:
 def _import_dlib():
     try:
         import dlib
-    except ImportError:
-        raise ModelError(f"{NAME} needs dlib: pip install dlib-bin") from None
+    except ImportError as exc:
+        raise ModelError(f"{NAME} needs dlib: pip install dlib-bin") from exc
     return dlib
 
 
@@ -137,8 +137,8 @@ def build_dlib_resnet(
         raise ModelError(f"{NAME}: box must be one of {', '.join(BOX_CHOICES)}, got {box!r}")
     try:
         landmarks, jitter = int(landmarks), int(jitter)
-    except ValueError:
-        raise ModelError(f"{NAME}: landmarks and jitter must be integers") from None
+    except ValueError as exc:
+        raise ModelError(f"{NAME}: landmarks and jitter must be integers") from exc
     if landmarks not in LANDMARK_FILES or jitter < 0:
         raise ModelError(f"{NAME}: landmarks must be 5 or 68 and jitter >= 0")
     options = {"box": box, "landmarks": landmarks, "flip": option_flag(flip), "jitter": jitter}

@@ -124,10 +124,10 @@ def _channels(value: Any, what: str) -> list[float]:
         value = str(value).split(",")
     try:
         values = [float(v) for v in value]
-    except ValueError:
+    except ValueError as exc:
         raise ModelError(
             f"onnx option {what} must be a number or three comma-separated numbers, got {value!r}"
-        ) from None
+        ) from exc
     if len(values) not in (1, 3) or (what == "std" and any(v == 0 for v in values)):
         raise ModelError(f"onnx option {what} must be one non-zero value or three, got {value!r}")
     return values
@@ -153,7 +153,7 @@ def build_onnx(path: str | Path, device: Any = "cpu", input_size: int | None = N
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises its own types for a file that is not ONNX
-        raise ModelError(f"cannot read {path} as an ONNX model: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"cannot read {path} as an ONNX model: {str(exc).splitlines()[0]}") from exc
     metadata = {p.key: p.value for p in model.metadata_props if p.key in (*SETTINGS, "preset")}
     settings = {**metadata, **{k: v for k, v in options.items() if k in (*SETTINGS, "preset") and v is not None}}
     preset = settings.pop("preset", None)
@@ -168,7 +168,7 @@ def build_onnx(path: str | Path, device: Any = "cpu", input_size: int | None = N
     try:
         session = onnxruntime.InferenceSession(str(path), providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
     shape = session.get_inputs()[0].shape
     if len(shape) != 4:
         raise ModelError(f"{path.name}: expected one image input (N, 3, H, W) or (N, H, W, 3), got shape {shape}")

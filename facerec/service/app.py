@@ -90,8 +90,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def bounded(work: Awaitable[T]) -> T:
         try:
             return await asyncio.wait_for(work, settings.request_timeout_s)
-        except TimeoutError:
-            raise ApiError(504, f"the request took longer than {settings.request_timeout_s:g} s", "Timeout") from None
+        except TimeoutError as exc:
+            raise ApiError(504, f"the request took longer than {settings.request_timeout_s:g} s", "Timeout") from exc
 
     async def upload(file: UploadFile):
         return await read_upload(file, settings.max_upload_bytes)

@@ -247,11 +247,11 @@ def valid_name(name: str) -> str:
     try:
         return check_name(name)
     except GalleryError as exc:
-        raise ApiError(400, str(exc), "InvalidName") from None
+        raise ApiError(400, str(exc), "InvalidName") from exc
 
 
 def shown(gallery: Gallery, name: str) -> dict[str, Any]:
     try:
         return gallery.show(name)
-    except GalleryError:
-        raise IdentityNotFound(name) from None
+    except GalleryError as exc:
+        raise IdentityNotFound(name) from exc

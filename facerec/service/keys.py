@@ -72,11 +72,11 @@ class KeyStore:
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as exc:
-            raise FacerecError(f"cannot read API keys file {self.path}: {exc}") from None
+            raise FacerecError(f"cannot read API keys file {self.path}: {exc}") from exc
         try:
             return [KeyRecord(**entry) for entry in data["keys"]]
         except (KeyError, TypeError) as exc:
-            raise FacerecError(f"API keys file {self.path} is malformed ({exc})") from None
+            raise FacerecError(f"API keys file {self.path} is malformed ({exc})") from exc
 
     def records(self) -> list[KeyRecord]:
         return self._read()

@@ -60,7 +60,7 @@ def decode(upload: Upload, max_pixels: int) -> Image.Image:
                 width, height = header.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"{upload.filename} is not a readable image ({reason})") from None
+        raise ImageError(f"{upload.filename} is not a readable image ({reason})") from exc
     if width * height > max_pixels:
         raise ApiError(
             413,
@@ -74,4 +74,4 @@ def decode(upload: Upload, max_pixels: int) -> Image.Image:
         try:
             return load_image(tmp.name)
         except ImageError as exc:  # name the upload, not our temporary file
-            raise ImageError(str(exc).replace(tmp.name, upload.filename)) from None
+            raise ImageError(str(exc).replace(tmp.name, upload.filename)) from exc

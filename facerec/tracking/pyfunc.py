@@ -49,7 +49,7 @@ class FacerecModel(mlflow.pyfunc.PythonModel):
         try:
             images = read_images(model_input)
         except FacerecError as exc:  # bad input: a 400 with one line from the scoring server, not a 500
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
         return self.embedder.embed_images(images)
 
 
@@ -95,7 +95,7 @@ def _decode(data: bytes, where: str) -> Any:
             img.load()
             return to_rgb(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{where}: cannot read image bytes: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"{where}: cannot read image bytes: {str(exc).splitlines()[0]}") from exc
 
 
 def signature(embedding_dim: int | None) -> Any:

@@ -122,7 +122,7 @@ class Checkpointer:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, ValueError, EOFError) as exc:
-            raise ConfigError(f"cannot read checkpoint {self.path}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"cannot read checkpoint {self.path}: {str(exc).splitlines()[0]}") from exc
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{self.path} is not a facerec training checkpoint (format {CHECKPOINT_FORMAT})")
         saved, current = flatten(state["config"]), flatten(to_dict(self.config))

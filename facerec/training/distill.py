@@ -197,6 +197,6 @@ def build_objective(
         distill = DistillLoss(student_dim, int(targets.shape[-1]), config.mode)
         objective = DistillObjective(distill, targets, config.weight, base)
     except ValueError as exc:
-        raise ConfigError(f"loss.distill: {exc}") from None
+        raise ConfigError(f"loss.distill: {exc}") from exc
     objective.teacher_info = info
     return objective, info

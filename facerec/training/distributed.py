@@ -82,8 +82,8 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
         raise ConfigError(f"device {spec!r} requested but CUDA is not available here")
     try:
         device = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     return device

@@ -200,7 +200,7 @@ def make_loss(
         if config.kind != "distill" and not config.distill.teacher:
             return base
     except ValueError as exc:
-        raise ConfigError(f"loss: {exc}") from None
+        raise ConfigError(f"loss: {exc}") from exc
     from facerec.training.distill import build_objective
 
     if embedding_dim is None or train_paths is None:
