@@ -28,8 +28,8 @@ EXPERIMENT = "facerec-gallery"
 
 @dataclass(frozen=True)
 class ModelChoice:
-    name: str = "clip-vit-b-32"
-    pretrained: str = "openai"
+    name: str = "dlib-resnet"
+    pretrained: str | None = None
     input_size: int | None = None
     device: str = "cpu"
 

@@ -98,7 +98,7 @@ def test_default_commands_are_accepted_by_their_configs(project, monkeypatch):
         benchmark = parsed(project, "benchmark", experiment=experiment)
         assert load_benchmark_config(benchmark.config, benchmark.overrides).name == experiment
     gallery = load_config(GalleryBuild, GALLERY_CONFIG, _overrides(command(project, "build_gallery")))
-    assert gallery.model.name == "clip-vit-b-32" and not gallery.data
+    assert gallery.model.name == "dlib-resnet" and not gallery.model.pretrained and not gallery.data
     main = load_config(MainJob, None, _overrides(command(project, "main")))
     assert main.device == "cpu" and main.out == "runs/main" and main.data is None
 

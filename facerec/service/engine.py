@@ -59,7 +59,7 @@ class Engine:
         self.settings = settings
         self.recognizer = FaceRecognizer(
             settings.model,
-            pretrained=settings.pretrained or "none",
+            pretrained=settings.pretrained,
             input_size=settings.input_size,
             device=settings.device,
             gallery=settings.gallery_path,

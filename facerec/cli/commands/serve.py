@@ -52,23 +52,13 @@ def is_loopback(host: str) -> bool:
 
 
 def settings_from_args(args: argparse.Namespace):  # -> ServiceSettings
-    from facerec.gallery.gallery import DB_FILE, Gallery, default_gallery_dir
+    from facerec.gallery.gallery import default_gallery_dir
     from facerec.service.settings import ServiceSettings
 
     gallery = args.gallery or str(default_gallery_dir())
+    # Flags name the model; unset, FaceRecognizer resolves it (the gallery's model, else
+    # $FACEREC_MODEL, else dlib-resnet: facerec.models.resolve), as the other gallery commands do.
     model = {"model": args.model, "pretrained": args.pretrained, "input_size": args.input_size}
-    if all(v is None for v in model.values()):  # no flags: the gallery's model, else $FACEREC_MODEL
-        from pathlib import Path
-
-        path = Path(gallery).expanduser()
-        has_model = False
-        if (path / DB_FILE).is_file():
-            with Gallery(path) as g:
-                has_model = g.model() is not None
-        if not has_model:
-            model = args._model_fallback
-    elif any(v is None for v in model.values()):
-        model = {k: args._model_fallback[k] if v is None else v for k, v in model.items()}
     return ServiceSettings(
         gallery=gallery,
         model=model["model"],
