@@ -99,7 +99,8 @@ def phases(spec: str, options: dict, image1: Path, image2: Path) -> dict[str, fl
     built = time.perf_counter()
     embedder.fingerprint  # noqa: B018 - what a process pays for it now
     fingerprinted = time.perf_counter()
-    hashed = fingerprints.hash_state(embedder) if hasattr(embedder, "state_dict") else None
+    frozen = getattr(embedder, "frozen", False)  # a frozen model hashes its weight files, not a state dict
+    hashed = fingerprints.hash_state(embedder) if hasattr(embedder, "state_dict") and not frozen else None
     hash_s = time.perf_counter() - fingerprinted
     if hashed is not None and hashed != embedder.fingerprint:
         raise SystemExit(f"cached fingerprint {embedder.fingerprint} differs from the hash {hashed}")
