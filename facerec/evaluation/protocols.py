@@ -10,6 +10,11 @@ Protocols (``EvalConfig.protocol``):
 - ``folder``: any identity-folder data set; pairs generated with a fixed seed,
   optionally on a held-out share of the identities.
 
+Size (~520 lines, over the ~400 guideline): the three protocols share one path (set,
+crops, one embedding pass, verification + identification, the saved result and its MLflow
+log); cutting it by protocol would copy that path three times. Metrics live in ``metrics``,
+plots in ``plots``, the config in ``config``.
+
 Identification: gallery = the first image of every identity with 2+ images, probes
 = the rest; open-set distractors = identities with a single image (their image must
 be rejected). Each unique image is embedded once; raw photos are first cropped with

@@ -4,6 +4,10 @@ It reads photos with ``load_image``, finds the face with MTCNN (policy ``central
 or ``largest``; a photo without a face is an error), embeds the crop, and talks to
 a ``Gallery``. The model and the detector are built on first use, so listing or
 removing identities needs neither.
+
+Size: ``FaceRecognizer`` (~270 lines) is a facade: each public method is a few lines over
+its collaborators (``models.resolve`` for the model, ``FaceDetector``, ``Gallery``,
+``enrollment.FolderEnrollment``); what is left is the photo -> face -> vector path they share.
 """
 
 from __future__ import annotations

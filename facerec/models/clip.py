@@ -29,7 +29,7 @@ from facerec.models.base import (
     register_embedder,
     seeded,
 )
-from facerec.models.weights import check_download
+from facerec.models.weights import check_download, load_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -153,16 +153,7 @@ def _cached_weights(cfg: dict[str, Any]) -> Path | None:
 
 def _read_image_tower(path: Path) -> dict[str, Any]:
     """The ``visual.*`` entries of a CLIP state dict, or an image-tower-only state dict prefixed so."""
-    from open_clip.factory import load_state_dict
-
-    try:
-        state = load_state_dict(str(path), device="cpu", weights_only=True)
-    except Exception as exc:  # torch.load/safetensors raise many types for a bad file
-        raise ModelError(
-            f"cannot read checkpoint {path} as a state dict ({type(exc).__name__}: {error_reason(exc)})"
-        ) from exc
-    if not isinstance(state, dict):
-        raise ModelError(f"checkpoint {path} is not a state dict")
+    state = read_checkpoint(path)
     if any(key.startswith("visual.") for key in state):
         return {key: value for key, value in state.items() if key.startswith("visual.")}
     return {f"visual.{key}": value for key, value in state.items()}
@@ -173,16 +164,8 @@ def _load_image_tower(visual: nn.Module, state: dict[str, Any], path: Path) -> N
     from open_clip.model import resize_pos_embed
 
     resize_pos_embed(state, module_group(visual=visual))  # grid of the checkpoint -> this input size
-    try:
-        result = visual.load_state_dict({key[len("visual.") :]: v for key, v in state.items()}, strict=False)
-    except RuntimeError as exc:
-        raise ModelError(f"checkpoint {path} does not fit the {ARCH} image tower: {error_reason(exc)}") from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise ModelError(
-            f"checkpoint {path} does not fit the {ARCH} image tower: "
-            f"missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
-        )
-    log.info("%s: loaded image tower weights from %s", NAME, path)
+    tower = {key[len("visual.") :]: value for key, value in state.items()}
+    load_checkpoint(visual, tower, path, f"the {ARCH} image tower")
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from facerec.models.base import (
     register_embedder,
     seeded,
 )
-from facerec.models.weights import check_download
+from facerec.models.weights import check_download, load_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -162,25 +162,4 @@ def _remove_classifier(model: nn.Module) -> tuple[str, int]:
 
 def _load_backbone(model: nn.Module, path: Path, removed: str) -> None:
     """Load a torchvision state dict (``weights_only``); keys of the removed classifier are ignored."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling/zip/EOF errors vary
-        raise ModelError(
-            f"cannot read checkpoint {path} as a state dict ({type(exc).__name__}: {error_reason(exc)})"
-        ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state:
-        raise ModelError(f"checkpoint {path} is not a state dict")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise ModelError(f"checkpoint {path} does not fit {type(model).__name__}: {error_reason(exc)}") from exc
-    unexpected = [key for key in result.unexpected_keys if not key.startswith(removed)]
-    if result.missing_keys or unexpected:
-        raise ModelError(
-            f"checkpoint {path} does not fit {type(model).__name__}: "
-            f"missing {result.missing_keys[:3]}, unexpected {unexpected[:3]}"
-        )
-    log.info("loaded backbone weights from %s", path)
+    load_checkpoint(model, read_checkpoint(path), path, type(model).__name__, ignore_unexpected=(removed,))

@@ -1,4 +1,11 @@
-"""Downloads of pretrained weights that fail in seconds when they cannot succeed.
+"""Pretrained weights: one checkpoint reader and loader for every backbone family, and
+downloads that fail in seconds when they cannot succeed.
+
+``read_checkpoint`` reads a state dict (``torch.load(weights_only=True)`` or safetensors,
+through open_clip's reader, which knows both), unwrapping ``{"state_dict": ...}`` and DDP's
+``module.`` prefix; ``load_checkpoint`` loads it into a module and names what does not fit.
+The families only say which keys are theirs (as timm's ``_helpers.load_checkpoint`` and
+open_clip's ``load_checkpoint`` serve every architecture).
 
 Offline, huggingface_hub and urllib can wait for connection timeouts and retries
 (about 50 s for CLIP's ``openai`` weights here) before giving up. Before downloading,
@@ -10,12 +17,18 @@ cannot hold the command). Files already in a local cache never get here.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from facerec.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 REACH_TIMEOUT_S = 3.0
 OFFLINE_ENVS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -54,3 +67,43 @@ def check_download(url: str, what: str, hint: str) -> None:
     host = urlparse(url).hostname or url
     if not reachable(host):
         raise ModelError(f"cannot download {what}: {host} is unreachable (offline?): {hint}")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's state dict (weights only: never unpickles code); one-line ModelError otherwise."""
+    from open_clip.factory import load_state_dict
+
+    from facerec.models.base import error_reason
+
+    try:
+        state = load_state_dict(str(path), device="cpu", weights_only=True)
+    except Exception as exc:  # torch.load / safetensors / zip / EOF raise many types for a bad file
+        raise ModelError(
+            f"cannot read checkpoint {path} as a state dict ({type(exc).__name__}: {error_reason(exc)})"
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise ModelError(f"checkpoint {path} is not a state dict")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_checkpoint(
+    module: Any, state: dict[str, Any], path: str | Path, what: str, ignore_unexpected: Sequence[str] = ()
+) -> None:
+    """``module.load_state_dict(state)``; a ModelError names missing and unexpected keys.
+
+    ``ignore_unexpected``: key prefixes of parts the module dropped (a removed classifier).
+    """
+    from facerec.models.base import error_reason
+
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ModelError(f"checkpoint {path} does not fit {what}: {error_reason(exc)}") from exc
+    unexpected = [k for k in result.unexpected_keys if not any(k.startswith(p) for p in ignore_unexpected)]
+    if result.missing_keys or unexpected:
+        raise ModelError(
+            f"checkpoint {path} does not fit {what}: missing {result.missing_keys[:3]}, unexpected {unexpected[:3]}"
+        )
+    log.info("loaded %s weights from %s", what, path)

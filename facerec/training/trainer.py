@@ -101,7 +101,11 @@ def final_model(model: Embedder, checkpointer: Checkpointer) -> tuple[Embedder, 
 
 
 class Trainer:
-    """The loop of one run: builds its collaborators, ``fit`` trains, selects, calibrates and saves."""
+    """The loop of one run: builds its collaborators, ``fit`` trains, selects, calibrates and saves.
+
+    ~220 lines: construction wires the collaborators (batches, objective, optimizer,
+    ``Checkpointer``, ``Validator``, ``RunLogger``, ``Distributed``); the rest is the loop itself.
+    """
 
     def __init__(self, config: TrainConfig, run_name: str | None = None) -> None:
         configs.check(config)
