@@ -168,6 +168,16 @@ def test_crash_after_commit_before_index(gallery, monkeypatch):
         assert g.search(vector("c1")[None], 1)[0][0].identity == "carol"
 
 
+def test_auto_kind_is_recorded_and_reports_the_index_it_built(gallery):
+    with Gallery(gallery) as g:
+        report = g.rebuild_index("auto")
+        assert report["kind"] == "auto" and report["index"]["kind"] == "flat"  # a small gallery: exact search
+        assert report["index"]["vectors"] == report["vectors"] > 0
+        g.enroll([("carol", [image("c1")])], MODEL)
+        assert g.search(vector("c1")[None], 1)[0][0].identity == "carol"
+        assert g.stats()["index_kind"] == "auto"
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_kinds_follow_changes(gallery, kind):
     with Gallery(gallery) as g:

@@ -167,6 +167,8 @@ class IndexCache:
             "params": settings["params"],
             "vectors": 0 if index is None else int(index.ntotal),
             "seconds": round(time.perf_counter() - start, 3),
+            # what was built (``auto`` resolves to a concrete kind, lists and nprobe), read back from faiss
+            "index": None if index is None else faiss_index.describe_index(index),
         }
 
     # ------------------------------------------------------------ reading
