@@ -274,9 +274,24 @@ def test_a_body_declared_larger_than_the_limit_is_refused_before_it_is_read(serv
                 f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {limit + 1}\r\n\r\n"
             ).encode()
         )
-        head = conn.recv(4096).decode()
-    assert head.startswith("HTTP/1.1 413")
-    assert "exceeds" in head
+        answer = _read_http_response(conn)
+    assert answer.startswith("HTTP/1.1 413")
+    assert "exceeds" in answer
+
+
+def _read_http_response(conn: socket.socket) -> str:
+    """Head and body of one HTTP response: they may come in separate TCP segments."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+        0,
+    )
+    while len(body) < length and (chunk := conn.recv(4096)):
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 def test_an_unexpected_failure_is_a_500_without_a_traceback(server, reader, sample_dir, monkeypatch):
