@@ -1,4 +1,6 @@
-"""Atomic file writes: every file facerec writes appears whole or not at all.
+"""Files: atomic writes, content hashes, and facerec's per-user cache folder.
+
+Every file facerec writes appears whole or not at all.
 
 One helper for what was written out by hand at each site: write to a temporary file
 beside the destination (same file system, so the rename is atomic), flush it to disk,
@@ -8,6 +10,7 @@ in place and at most a ``.NAME.PID.tmp`` file, which is removed on failure.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,3 +65,27 @@ def atomic_write(dest: str | Path, mode: str = "w", durable: bool = True, encodi
     with atomic_path(dest, durable=durable) as tmp, open(tmp, mode, encoding=encoding) as handle:
         yield handle
         handle.flush()
+
+
+#: Root of facerec's caches (fingerprints, teacher vectors); default ``$XDG_CACHE_HOME/facerec``.
+CACHE_ENV = "FACEREC_CACHE"
+
+
+def cache_dir(name: str) -> Path:
+    """``$FACEREC_CACHE/<name>``, else ``$XDG_CACHE_HOME/facerec/<name>`` (``~/.cache/facerec/<name>``)."""
+    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facerec"
+    return Path(root).expanduser() / name
+
+
+def hash_file_into(digest: hashlib._Hash, path: str | Path) -> None:
+    """Feed a file's bytes to ``digest`` in 1 MiB blocks (photos, crops and weight files alike)."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    hash_file_into(digest, path)
+    return digest.hexdigest()

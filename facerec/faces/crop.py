@@ -19,7 +19,6 @@ crops of sources deleted since an earlier run are left in place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from facerec.data.images import is_image_file, load_image
 from facerec.errors import ConfigError, DataError, ImageError
 from facerec.faces.config import CROP_VERSION, CropConfig  # noqa: F401  (re-exported)
 from facerec.faces.detect import Detection, FaceDetector
-from facerec.files import atomic_path, atomic_write
+from facerec.files import atomic_path, atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,7 @@ def source_stamp(path: Path, digest: bool = True) -> dict[str, Any] | None:
         st = path.stat()
         stamp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         if digest:
-            with open(path, "rb") as fh:
-                stamp["sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
+            stamp["sha256"] = file_sha256(path)
     except OSError:
         return None
     return stamp

@@ -55,7 +55,6 @@ _EXPORTS = {
     "IdentifyResult": "recognizer",
     "EnrollResult": "recognizer",
     "Prepared": "recognizer",
-    "file_sha256": "recognizer",
     "FaceRecognizer": "recognizer",
 }
 __all__ = list(_EXPORTS)

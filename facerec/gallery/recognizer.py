@@ -12,7 +12,6 @@ its collaborators (``models.resolve`` for the model, ``FaceDetector``, ``Gallery
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from facerec.data.images import load_image
 from facerec.errors import FacerecError, GalleryError, ModelError, NoFaceError
 from facerec.faces.config import FACE_CHOICES
 from facerec.faces.detect import DetectorConfig, FaceDetector
+from facerec.files import file_sha256
 from facerec.gallery.enrollment import FolderEnrollment, identity_folders
 from facerec.gallery.gallery import (
     DB_FILE,
@@ -124,14 +124,6 @@ class Prepared:
     image: NewImage | None = None
     report: FaceReport | None = None
     error: FacerecError | None = None
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FaceRecognizer:

@@ -36,11 +36,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from facerec import files
 from facerec.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "FACEREC_CACHE"
+CACHE_ENV = files.CACHE_ENV
 NO_WEIGHTS = "none"
 _LIBRARIES = ("torch", "torchvision", "open_clip_torch", "facerec")
 
@@ -68,9 +69,8 @@ def file_stamp(path: str | Path) -> dict[str, int] | None:
 
 
 def cache_dir() -> Path:
-    """``$FACEREC_CACHE``, else ``$XDG_CACHE_HOME/facerec`` (``~/.cache/facerec``), + ``/fingerprints``."""
-    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facerec"
-    return Path(root).expanduser() / "fingerprints"
+    """``$FACEREC_CACHE/fingerprints``, else ``~/.cache/facerec/fingerprints``."""
+    return files.cache_dir("fingerprints")
 
 
 # ------------------------------------------------------------------ model directory

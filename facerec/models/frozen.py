@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from facerec.errors import ModelError
+from facerec.files import hash_file_into
 from facerec.models.base import Embedder, EmbedderSpec
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,7 @@ class FrozenEmbedder(Embedder):
             settings = {"options": self.spec.options, "fixed": self.fixed_settings()}
             digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
             for path in self.weight_files:
-                with open(path, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        digest.update(block)
+                hash_file_into(digest, path)
             self._fingerprint = f"{self.name}/{self.input_size}px/{self.embedding_dim}d/{digest.hexdigest()[:16]}"
         return self._fingerprint
 

@@ -20,6 +20,8 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.types import ColSpec, DataType, Schema
 
+from facerec.files import file_sha256
+
 CONTEXTS = ("training", "validation", "evaluation")
 #: One row per image of a split: what the dataset's schema describes.
 RECORD_SCHEMA = Schema([ColSpec(DataType.string, "path"), ColSpec(DataType.string, "identity")])
@@ -27,7 +29,7 @@ RECORD_SCHEMA = Schema([ColSpec(DataType.string, "path"), ColSpec(DataType.strin
 
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes (a protocol file such as ``pairsDevTest.txt``)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 class FaceDataset(MetaDataset):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from PIL import Image
 
 from facerec.data.images import load_image
 from facerec.errors import DataError
-from facerec.files import atomic_path, atomic_write
+from facerec.files import atomic_path, atomic_write, cache_dir, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +42,7 @@ CACHE_FORMAT = 1
 
 def default_cache_dir() -> Path:
     """``$FACEREC_CACHE/teachers``, else ``~/.cache/facerec/teachers``."""
-    base = os.environ.get("FACEREC_CACHE") or Path.home() / ".cache" / "facerec"
-    return Path(base).expanduser() / "teachers"
-
-
-def content_hash(path: str | Path) -> str:
-    """SHA-256 of the file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return cache_dir("teachers")
 
 
 def teacher_fingerprint(teacher) -> str:
@@ -154,7 +143,7 @@ class TeacherCache:
 
         fingerprint = teacher_fingerprint(teacher)
         paths = [Path(p) for p in paths]
-        hashes = [content_hash(p) for p in tqdm(paths, desc="hashing crops", disable=not progress, leave=False)]
+        hashes = [file_sha256(p) for p in tqdm(paths, desc="hashing crops", disable=not progress, leave=False)]
         rows = self.load(fingerprint)
         todo: dict[str, tuple[Path, bool, bool]] = {}  # hash -> (path, needs vector, needs mirror vector)
         for h, p in zip(hashes, paths, strict=True):

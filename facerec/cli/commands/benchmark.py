@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-from facerec.cli.commands import add_json_flag, emit
+from facerec.cli.commands import add_json_flag, add_set_argument, emit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", required=True, help="experiment YAML, or its name under experiments/ (quick, lfw-view1, ...)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key, e.g. --set only=[resnet18] --set train.epochs=1 (repeatable)",
+    add_set_argument(
+        parser,
+        "override a key, e.g. --set only=[resnet18] --set train.epochs=1 (repeatable)",
     )
     parser.add_argument("--fresh", action="store_true", help="retrain every model even if a finished run matches")
     add_json_flag(parser)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facerec.cli.commands import add_json_flag, emit
+from facerec.cli.commands import add_json_flag, add_set_argument, emit
 from facerec.faces.config import FALLBACKS, POLICIES, CropConfig, DetectorConfig
 
 _DETECTOR = DetectorConfig()
@@ -38,13 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="folder of photos (identity subfolders); '': the image folder of $FACEREC_DATA")
     parser.add_argument("out", type=Path, help="output folder for the crops and manifest.jsonl")
     parser.add_argument("--config", help="crop settings YAML (CropConfig keys, e.g. configs/crop.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting, e.g. --set detector.factor=0.8 --set jpeg_quality=90 (repeatable)",
+    add_set_argument(
+        parser,
+        "override a setting, e.g. --set detector.factor=0.8 --set jpeg_quality=90 (repeatable)",
     )
     parser.add_argument("--size", type=int, help=f"crop side in pixels (default: {_DETECTOR.image_size})")
     parser.add_argument(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from facerec.cli.commands import add_json_flag, add_model_arguments, emit, model_choice
+from facerec.cli.commands import add_json_flag, add_model_arguments, add_set_argument, emit, model_choice
 from facerec.evaluation.config import PROTOCOLS
 
 
@@ -27,13 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flip", action="store_true", default=None, help="average embeddings of each image and its mirror"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other evaluation option (the keys of configs/evaluate.yaml), "
+    add_set_argument(
+        parser,
+        "any other evaluation option (the keys of configs/evaluate.yaml), "
         "e.g. --set n_pairs=1000 --set holdout=0.4 (repeatable)",
     )
     parser.add_argument("--experiment", default="facerec-evaluate", help="MLflow experiment [facerec-evaluate]")
