@@ -79,7 +79,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--effective-dim", type=float, default=128, help="synthetic: participation ratio")
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall@1")
     parser.add_argument("--latency-queries", type=int, default=300, help="single-query calls timed")
-    parser.add_argument("--nprobe", type=int, nargs="*", default=[8, 16, 32, 64, 128], help="auto index sweep")
+    parser.add_argument(
+        "--nprobe", type=int, nargs="*", default=[16, 32, 64, 128, 192, 256, 384], help="auto index sweep"
+    )
     parser.add_argument("--kinds", nargs="*", default=[], choices=["hnsw"], help="extra sweeps")
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
     parser.add_argument("--flat-max", type=int, default=None, help="auto: flat below this many vectors")
@@ -285,7 +287,11 @@ def bench_case(case: Case, args: argparse.Namespace) -> list[dict]:
 
 def _params(info: dict) -> str:
     if info["kind"] == "ivf":
-        encoding = f"pq{info['pq_bytes']}+sq8 k{info['k_factor']:g}" if "k_factor" in info else info["encoding"]
+        encoding = (
+            f"pq{info['pq_bytes']}x4fs+{info['refine']} k{info['k_factor']:g}"
+            if "k_factor" in info
+            else info["encoding"]
+        )
         return f"ivf{info['nlist']} {info['quantizer']}-quantizer {encoding} nprobe={info['nprobe']}"
     if info["kind"] == "hnsw":
         return f"hnsw M={info['m']} efC={info['ef_construction']} efS={info['ef_search']}"

@@ -40,7 +40,31 @@ def test_dlib_resnet_gives_deterministic_unit_128d_vectors_that_tell_people_apar
     scores = first @ first.T
     assert min(scores[0, 1], scores[2, 3]) > max(scores[0, 2], scores[0, 3], scores[1, 2], scores[1, 3])
     assert dlib_model.fingerprint == create_embedder("dlib-resnet").fingerprint
-    assert dlib_model.fingerprint != create_embedder("dlib-resnet", flip=True).fingerprint
+    assert dlib_model.fingerprint != create_embedder("dlib-resnet", flip=False).fingerprint
+
+
+def test_dlib_resnet_workers_give_the_same_vectors_as_one_process_and_keep_the_fingerprint(dlib_model, faces):
+    one = create_embedder("dlib-resnet", workers=1)
+    two = create_embedder("dlib-resnet", workers=2)
+    try:
+        np.testing.assert_array_equal(two.embed_images(faces), one.embed_images(faces))
+        assert two._pool is not None  # four faces, flipped: eight passes went to the workers
+        assert one.fingerprint == two.fingerprint == dlib_model.fingerprint
+    finally:
+        two.stop_workers()
+
+
+def test_dlib_resnet_carries_on_in_process_when_a_worker_dies(faces):
+    import os
+    import signal
+
+    model = create_embedder("dlib-resnet", workers=2)
+    expected = create_embedder("dlib-resnet", workers=1).embed_images(faces[:2])
+    model.start_workers()
+    for pid in list(model._pool._executor._processes):
+        os.kill(pid, signal.SIGKILL)
+    np.testing.assert_array_equal(model.embed_images(faces[:2]), expected)
+    assert model._pool is None  # given up; the next big batch starts fresh workers
 
 
 def test_dlib_resnet_ships_a_threshold_calibrated_on_view1_train_and_uses_it(dlib_model):

@@ -210,11 +210,13 @@ def test_a_higher_recall_target_probes_more_lists(data):
     assert low < high
 
 
-def test_thousands_of_lists_get_an_hnsw_quantizer():
-    kind, params = fx.auto_index(1_000_000, 512)
+def test_tens_of_thousands_of_lists_get_an_hnsw_quantizer_and_wide_vectors_get_pq_codes():
+    kind, params = fx.auto_index(100_000_000, 512)
     assert kind == "ivf" and params["quantizer"] == "hnsw" and params["nlist"] >= fx.AUTO_HNSW_QUANTIZER_LISTS
-    assert params["encoding"] == "sq8" and fx.auto_index(1_000_000, 64)[1]["encoding"] == "flat"
-    assert params["train_size"] < 1_000_000  # k-means on a sample
+    million = fx.auto_index(1_000_000, 128)[1]
+    assert million["quantizer"] == "flat" and million["encoding"] == "pq"
+    assert million["train_size"] < 1_000_000  # k-means on a sample
+    assert fx.auto_index(1_000_000, 62)[1]["encoding"] == "flat"  # too narrow (and odd) for 4-bit codes
     assert fx.auto_index(60_000, 128)[1]["quantizer"] == "flat"
 
 
@@ -251,11 +253,14 @@ def test_pq_with_rescoring_keeps_ids_persists_and_rebuilds_instead_of_removing(t
     x, ids, q = data
     index = fx.build_index(x, ids, "ivf", nlist=32, nprobe=32, encoding="pq", k_factor=8)
     info = fx.describe_index(index)
-    assert info["encoding"] == "pq" and info["pq_bytes"] == 8 and info["k_factor"] == 8
+    assert info["encoding"] == "pq" and info["pq_bytes"] == x.shape[1] // 4 and info["k_factor"] == 8
+    assert info["refine"] == "flat"
     scores, got = fx.search(index, q, 3)
     want_scores, want = exact(x, ids, q, 3)
     assert (got[:, 0] == want[:, 0]).mean() >= 0.95  # every list probed: re-scoring recovers the exact top hit
-    np.testing.assert_allclose(scores[:, 0], want_scores[:, 0], atol=0.02)  # cosines from sq8 copies
+    np.testing.assert_allclose(scores[:, 0], want_scores[:, 0], atol=1e-5)  # cosines from float copies
+    lean = fx.build_index(x, ids, "ivf", nlist=32, nprobe=32, encoding="pq", refine="sq8")
+    assert fx.describe_index(lean)["refine"] == "sq8" and fx.faiss.serialize_index(lean).size < fx.faiss.serialize_index(index).size
     loaded = fx.read_index(fx.write_index(index, tmp_path / "index.faiss"))
     assert fx.describe_index(loaded) == info
     np.testing.assert_array_equal(fx.search(loaded, q, 3)[1], got)

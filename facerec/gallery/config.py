@@ -22,10 +22,12 @@ IVF_DEFAULTS = {
     "nlist": None,  # None: about 2 * sqrt(n), at most n // 39 (default_nlist)
     "nprobe": 16,
     "quantizer": "flat",  # coarse quantizer over the list centroids: flat (exact) or hnsw (fast past ~1e3 lists)
-    # stored vectors: flat (float32); sq8 (one byte per dimension, 4x less memory); pq (product-quantised
-    # codes of dim / 8 bytes scanned, the top k_factor * k re-scored from sq8 copies; removal rebuilds)
+    # stored vectors: flat (float32); sq8 (one byte per dimension, 4x less memory); pq (4-bit product-quantised
+    # codes, dim / 4 bytes, scanned with faiss's SIMD fast-scan; the top k_factor * k re-scored exactly from
+    # copies stored as ``refine``; removal rebuilds)
     "encoding": "flat",
     "k_factor": 16,
+    "refine": "flat",  # pq's re-scoring copies: flat (float32, exact cosines) or sq8 (a quarter of the memory)
     "train_size": None,  # k-means sample; None: every vector
 }
 #: ``auto``: ``flat_max`` vectors and more get an IVF index whose nprobe reaches ``recall``

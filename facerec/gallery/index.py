@@ -7,7 +7,8 @@ natively (an ``IndexIDMap`` around IVF would renumber wrongly on removal, since 
 does not compact). ``flat`` is exact; ``hnsw`` and ``ivf`` are approximate, for large
 galleries. ``auto`` picks from the gallery's size and dimension (``auto_index``):
 flat below ``AUTO_DEFAULTS["flat_max"]`` vectors; above, IVF (an HNSW coarse
-quantizer past ~1e3 lists; from 128-d, lists of 8-bit scalar-quantised vectors), k-means
+quantizer past ~16k lists; from 64-d, lists of 4-bit fast-scan PQ codes re-scored from
+float copies), k-means
 trained on a sample, ``nprobe`` tuned at build time for a leave-one-out recall
 target (``tune_nprobe``). The structure and its search parameters live in the faiss
 file itself; ``describe_index`` reads them back. Files are written with faiss's own
@@ -40,8 +41,10 @@ from facerec.gallery.config import (  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-#: IVF lists from which the coarse quantizer is an HNSW graph rather than a flat scan.
-AUTO_HNSW_QUANTIZER_LISTS = 1024
+#: IVF lists from which the coarse quantizer is an HNSW graph rather than a flat scan. A flat
+#: scan of 4096 centroids (128-d) took less time than the graph search that must find
+#: nprobe = 256 of them (0.5 vs 1.2 ms per query, benchmarks/index_speed.py exploration at 1e6).
+AUTO_HNSW_QUANTIZER_LISTS = 16_384
 #: k-means trains on this many vectors per list (faiss wants >= 39, caps at 256; its cost is
 #: samples x lists x dim, so 50 keeps a 1e6 x 512 build within minutes on 2 cores).
 AUTO_TRAIN_PER_LIST = 50
@@ -51,11 +54,11 @@ NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 38
 #: so 2 (not faiss's usual 4-16) keeps training within minutes at 1e6 on 2 cores; a
 #: gallery retrains its IVF index once it holds 4x the vectors it was trained for.
 LISTS_PER_SQRT_N = 2
-#: Dimensions from which ``auto`` stores the lists as sq8 (a quarter of the memory, ~1.8x less
-#: CPU per query than float32 at 512-d, scores exact to ~1e-3). Not pq: ~2x faster again on
-#: synthetic sets, but on real CNN embeddings (benchmarks/index_speed.py, 1e5 vectors) its
-#: recall@1 stayed at 0.36 even with every list probed, which no nprobe tuning can repair.
-AUTO_SQ8_MIN_DIM = 128
+#: Dimensions from which ``auto`` stores the lists as 4-bit fast-scan PQ codes re-scored from
+#: float copies: at 1e6 vectors it scanned 256 of 4096 lists in 0.5 ms where float32 lists
+#: took 2.4 ms for 128 (synthetic 128-d, one thread), and the exact re-scoring of the top
+#: ``k_factor`` x k keeps recall at that of the lists probed.
+AUTO_PQ_MIN_DIM = 64
 #: faiss wants about 39 training points per IVF list.
 MIN_POINTS_PER_LIST = 39
 _SQ8 = faiss.ScalarQuantizer.QT_8bit
@@ -89,8 +92,9 @@ def auto_index(n: int, dim: int, flat_max: int | None = None) -> tuple[str, dict
 
     Exact search scans n * dim floats per query; below ``flat_max`` vectors that is
     within a few milliseconds on one core, so nothing is approximated. Above it, IVF
-    visits nprobe of ~2 sqrt(n) lists; with thousands of lists an HNSW graph finds
-    them faster than scanning every centroid. ``nprobe`` is left to ``tune_nprobe``.
+    visits nprobe of ~2 sqrt(n) lists (an HNSW graph finds them faster than a scan of
+    every centroid only past ~16k lists) and, for vectors of 64+ dimensions, scans 4-bit
+    PQ codes and re-scores the best exactly. ``nprobe`` is left to ``tune_nprobe``.
     """
     flat_max = AUTO_DEFAULTS["flat_max"] if flat_max is None else int(flat_max)
     if n < max(flat_max, 1):
@@ -100,7 +104,7 @@ def auto_index(n: int, dim: int, flat_max: int | None = None) -> tuple[str, dict
         "nlist": nlist,
         "nprobe": None,
         "quantizer": "hnsw" if nlist >= AUTO_HNSW_QUANTIZER_LISTS else "flat",
-        "encoding": "sq8" if dim >= AUTO_SQ8_MIN_DIM else "flat",
+        "encoding": "pq" if dim >= AUTO_PQ_MIN_DIM and dim % 4 == 0 else "flat",
         "train_size": min(n, nlist * AUTO_TRAIN_PER_LIST),
     }
 
@@ -221,12 +225,19 @@ def _make_ivf(dim: int, n: int, p: dict[str, Any]) -> faiss.IndexIVF:
     elif p["encoding"] == "sq8":
         inner = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, _SQ8, faiss.METRIC_INNER_PRODUCT)
     elif p["encoding"] == "pq":
-        if dim % 8 or 0 < n < 256:  # 8-d sub-vectors; 256 centroids per sub-quantizer to train
-            raise ValueError(f"ivf encoding pq needs a dimension divisible by 8 and 256 vectors, not {dim}-d x {n}")
-        pq = faiss.IndexIVFPQ(quantizer, dim, nlist, dim // 8, 8, faiss.METRIC_INNER_PRODUCT)
+        if dim % 4 or 0 < n < 256:  # 4-bit codes over pairs of dimensions, in blocks of 2; 16 centroids each
+            raise ValueError(f"ivf encoding pq needs a dimension divisible by 4 and 256 vectors, not {dim}-d x {n}")
+        pq = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, dim // 2, 4, faiss.METRIC_INNER_PRODUCT)
         set_search_params(pq, nprobe=int(p["nprobe"] or IVF_DEFAULTS["nprobe"]))
+        if p["refine"] not in ("flat", "sq8"):
+            raise ValueError(f"unknown pq refine store {p['refine']!r}; choose flat or sq8")
+        store = (
+            faiss.IndexFlatIP(dim)
+            if p["refine"] == "flat"
+            else faiss.IndexScalarQuantizer(dim, _SQ8, faiss.METRIC_INNER_PRODUCT)
+        )
         # ids are positions in the re-scoring store, so this one goes inside an IndexIDMap2
-        refine = faiss.IndexRefine(pq, faiss.IndexScalarQuantizer(dim, _SQ8, faiss.METRIC_INNER_PRODUCT))
+        refine = faiss.IndexRefine(pq, store)
         refine.k_factor = float(p["k_factor"])
         return refine
     else:
@@ -290,7 +301,10 @@ def describe_index(index: faiss.Index) -> dict[str, Any]:
         info |= {"m": int(hnsw.nb_neighbors(1)), "ef_construction": hnsw.efConstruction, "ef_search": hnsw.efSearch}
     elif ivf is not None:
         quantizer = faiss.downcast_index(ivf.quantizer)
-        encoding = {faiss.IndexIVFScalarQuantizer: "sq8", faiss.IndexIVFPQ: "pq"}.get(type(ivf), "flat")
+        pq_types = (faiss.IndexIVFPQFastScan, faiss.IndexIVFPQ)  # the second: galleries built before fast-scan
+        encoding = (
+            "sq8" if isinstance(ivf, faiss.IndexIVFScalarQuantizer) else "pq" if isinstance(ivf, pq_types) else "flat"
+        )
         info |= {
             "nlist": int(ivf.nlist),
             "nprobe": int(ivf.nprobe),
@@ -300,7 +314,9 @@ def describe_index(index: faiss.Index) -> dict[str, Any]:
         if isinstance(quantizer, faiss.IndexHNSW):
             info["quantizer_ef_search"] = int(quantizer.hnsw.efSearch)
         if isinstance(inner, faiss.IndexRefine):
-            info |= {"pq_bytes": int(ivf.code_size), "refine": "sq8", "k_factor": float(inner.k_factor)}
+            store = faiss.downcast_index(inner.refine_index)
+            refine = "sq8" if isinstance(store, faiss.IndexScalarQuantizer) else "flat"
+            info |= {"pq_bytes": int(ivf.code_size), "refine": refine, "k_factor": float(inner.k_factor)}
     return info
 
 

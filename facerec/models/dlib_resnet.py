@@ -9,21 +9,31 @@ margin 0.3, eyes levelled). Alignment as dlib expects: a face box inside the cro
 HOG finds none or ``box=crop``), dlib's landmark model on it, then dlib's 150 px
 face chip (padding 0.25) and the descriptor network, batched.
 
-Options (``--model 'dlib-resnet?flip=1'`` or ``create_embedder(..., flip=True)``):
+Options (``--model 'dlib-resnet?flip=0'`` or ``create_embedder(..., flip=False)``):
 ``box`` (``hog`` | ``crop``), ``landmarks`` (5 | 68), ``flip`` (average with the
-mirrored chip), ``jitter`` (dlib's ``num_jitters``).
+mirrored chip; on by default), ``jitter`` (dlib's ``num_jitters``), ``workers`` (descriptor
+processes; not part of the fingerprint, since the vectors do not depend on it).
+
+Why flip is on by default: on LFW View 1 *train* (pairsDevTrain, 2,200 pairs, 10-fold)
+the mean of the chip's and its mirror's unit vectors scored 99.23% against 98.41% for
+the chip alone (AUC 0.9996 vs 0.9994), at twice the descriptor work; the two passes
+run in two processes, so on two cores a face costs about the same wall time as before.
+``flip=0`` is the fast variant. Measured with ``benchmarks/dlib_alignment.py --pairs 2200``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
 from facerec.errors import ModelError
 from facerec.models.base import EmbedderSpec, register_embedder
+from facerec.models import dlib_workers
 from facerec.models.frozen import FrozenEmbedder, option_flag, shipped_threshold, unit_rows
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,11 @@ BOX_CHOICES = ("hog", "crop")
 CROP_BOX = (0.228, 0.29, 0.786, 0.786)
 #: dlib's HOG detector finds faces of 80+ px; upsample smaller crops once.
 HOG_MIN_CROP = 180
+#: Descriptor passes (chips, twice with flip) from which a batch starts the worker processes
+#: (forking them costs a few tens of ms; one pass ~120 ms on one core).
+PARALLEL_MIN_PASSES = 2
+#: Worker processes when ``workers`` is not given: one per core, at most this many.
+MAX_AUTO_WORKERS = 4
 
 
 def weights_dir() -> Path:
@@ -58,6 +73,12 @@ def weights_dir() -> Path:
     raise ModelError(f"{NAME}: {DESCRIPTOR_FILE} not found in the {WEIGHTS_PACKAGE} package")
 
 
+def default_workers() -> int:
+    """One descriptor process per core this process may use, at most ``MAX_AUTO_WORKERS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_AUTO_WORKERS))
+
+
 def _import_dlib():
     try:
         import dlib
@@ -69,7 +90,7 @@ def _import_dlib():
 class DlibResnetEmbedder(FrozenEmbedder):
     """Crop -> face box -> landmarks -> 150 px chip -> dlib descriptor (batched)."""
 
-    def __init__(self, spec: EmbedderSpec, folder: Path) -> None:
+    def __init__(self, spec: EmbedderSpec, folder: Path, workers: int = 1) -> None:
         landmarks = int(spec.options["landmarks"])
         super().__init__(spec, [folder / DESCRIPTOR_FILE, folder / LANDMARK_FILES[landmarks]])
         dlib = _import_dlib()
@@ -78,6 +99,8 @@ class DlibResnetEmbedder(FrozenEmbedder):
         self._predictor = dlib.shape_predictor(str(self.weight_files[1]))
         self._hog = dlib.get_frontal_face_detector() if spec.options["box"] == "hog" else None
         self.stats = {"crops": 0, "hog_box": 0}  # how often HOG found the face (the rest: the crop box)
+        self.workers = workers
+        self._pool: dlib_workers.DescriptorPool | None = None
 
     def fixed_settings(self) -> dict:
         return {"crop_box": CROP_BOX, "chip": [CHIP_SIZE, CHIP_PADDING], "hog_min_crop": HOG_MIN_CROP}
@@ -107,12 +130,35 @@ class DlibResnetEmbedder(FrozenEmbedder):
         if not crops:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         chips = self.chips(crops)
-        jitter = int(self.spec.options["jitter"])
-        vectors = unit_rows(np.array(self._net.compute_face_descriptor(chips, jitter), dtype=np.float32))
         if self.spec.options["flip"]:  # the mean direction of the chip's and its mirror's vectors
-            mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
-            vectors += unit_rows(np.array(self._net.compute_face_descriptor(mirrored, jitter), dtype=np.float32))
-        return vectors
+            raw = self.describe(chips + [np.ascontiguousarray(chip[:, ::-1]) for chip in chips])
+            return unit_rows(raw[: len(chips)]) + unit_rows(raw[len(chips) :])
+        return unit_rows(self.describe(chips))
+
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        """dlib's raw descriptors (N, 128) of 150 px chips: in the worker processes once the
+        batch is worth starting them (or they run), else in this process."""
+        jitter = int(self.spec.options["jitter"])
+        if self._pool is None and self.workers > 1 and len(chips) >= PARALLEL_MIN_PASSES:
+            self.start_workers()
+        if self._pool is not None and len(chips) > 1:
+            try:
+                return self._pool.describe(chips, jitter)
+            except (BrokenProcessPool, OSError) as exc:  # e.g. a worker killed: carry on in this process
+                log.warning("%s: descriptor workers failed (%s); continuing in this process", NAME, exc)
+                self.stop_workers()
+        return np.array(self._net.compute_face_descriptor(chips, jitter), dtype=np.float32)
+
+    def start_workers(self) -> None:
+        """Start the descriptor processes now (a server's start-up), not at the first big batch."""
+        if self._pool is None and self.workers > 1 and dlib_workers.SUPPORTED:
+            self._pool = dlib_workers.DescriptorPool(self._net, self.workers)
+            log.info("%s: %d descriptor worker processes", NAME, self.workers)
+
+    def stop_workers(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
 
 @register_embedder(NAME, frozen=True)
@@ -122,8 +168,9 @@ def build_dlib_resnet(
     embedding_dim: int | None = None,
     box: str = "hog",
     landmarks: int | str = 5,
-    flip: bool | str = False,
+    flip: bool | str = True,
     jitter: int | str = 0,
+    workers: int | str | None = None,
 ) -> DlibResnetEmbedder:
     """dlib's ResNet with its shipped weights; ``pretrained`` may only name them (or be unset: none/default)."""
     if str(pretrained or "none").lower() not in ("none", "default", WEIGHTS_TAG):
@@ -137,12 +184,13 @@ def build_dlib_resnet(
         raise ModelError(f"{NAME}: box must be one of {', '.join(BOX_CHOICES)}, got {box!r}")
     try:
         landmarks, jitter = int(landmarks), int(jitter)
+        workers = default_workers() if workers in (None, "", "auto") else int(workers)
     except ValueError as exc:
-        raise ModelError(f"{NAME}: landmarks and jitter must be integers") from exc
-    if landmarks not in LANDMARK_FILES or jitter < 0:
-        raise ModelError(f"{NAME}: landmarks must be 5 or 68 and jitter >= 0")
+        raise ModelError(f"{NAME}: landmarks, jitter and workers must be integers") from exc
+    if landmarks not in LANDMARK_FILES or jitter < 0 or workers < 1:
+        raise ModelError(f"{NAME}: landmarks must be 5 or 68, jitter >= 0 and workers >= 1")
     options = {"box": box, "landmarks": landmarks, "flip": option_flag(flip), "jitter": jitter}
     spec = EmbedderSpec(NAME, size, EMBEDDING_DIM, WEIGHTS_TAG, options)
-    embedder = DlibResnetEmbedder(spec, weights_dir())
+    embedder = DlibResnetEmbedder(spec, weights_dir(), workers)
     embedder.threshold = shipped_threshold(embedder)
     return embedder.eval()
