@@ -260,7 +260,10 @@ def test_pq_with_rescoring_keeps_ids_persists_and_rebuilds_instead_of_removing(t
     assert (got[:, 0] == want[:, 0]).mean() >= 0.95  # every list probed: re-scoring recovers the exact top hit
     np.testing.assert_allclose(scores[:, 0], want_scores[:, 0], atol=1e-5)  # cosines from float copies
     lean = fx.build_index(x, ids, "ivf", nlist=32, nprobe=32, encoding="pq", refine="sq8")
-    assert fx.describe_index(lean)["refine"] == "sq8" and fx.faiss.serialize_index(lean).size < fx.faiss.serialize_index(index).size
+    assert (
+        fx.describe_index(lean)["refine"] == "sq8"
+        and fx.faiss.serialize_index(lean).size < fx.faiss.serialize_index(index).size
+    )
     loaded = fx.read_index(fx.write_index(index, tmp_path / "index.faiss"))
     assert fx.describe_index(loaded) == info
     np.testing.assert_array_equal(fx.search(loaded, q, 3)[1], got)

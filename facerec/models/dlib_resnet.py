@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from facerec.errors import ModelError
-from facerec.models.base import EmbedderSpec, register_embedder
 from facerec.models import dlib_workers
+from facerec.models.base import EmbedderSpec, register_embedder
 from facerec.models.frozen import FrozenEmbedder, option_flag, shipped_threshold, unit_rows
 
 log = logging.getLogger(__name__)
