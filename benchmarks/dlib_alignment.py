@@ -2,10 +2,15 @@
 
 Compares, on the same crops: the face box (dlib's HOG detector inside our MTCNN crop vs
 the fixed box our crop geometry gives), the landmark model (5 vs 68 points) and flip
-test-time augmentation. Prints 10-fold accuracy and AUC per variant, and the median
-HOG box as fractions of the crop (the fixed ``CROP_BOX``).
+test-time augmentation (on by default since it won here), and cosine similarity of unit
+vectors against the Euclidean distance of dlib's raw vectors (what its metric was trained
+on). Prints 10-fold accuracy and AUC per variant, and the median HOG box as fractions of
+the crop (the fixed ``CROP_BOX``).
 
-    python benchmarks/dlib_alignment.py --data /work/shared/data/lfw --crops /work/cache/crops/lfw-224 --pairs 500
+    python benchmarks/dlib_alignment.py --data /work/shared/data/lfw --crops /work/cache/crops/lfw-224 --pairs 2200
+
+All 2,200 pairsDevTrain pairs (3,443 crops), 10-fold: chip alone 0.9841 (AUC 0.99936), raw
+Euclidean 0.9882, flip 0.9923 (AUC 0.99960), flip with raw Euclidean 0.9891.
 """
 
 from __future__ import annotations
@@ -57,32 +62,41 @@ def main() -> None:
 
     print(f"(dlib_resnet.CROP_BOX, used when HOG finds nothing and by box=crop: {dlib_resnet.CROP_BOX})")
 
-    def score(vectors: np.ndarray) -> str:
-        v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        s = np.einsum("nd,nd->n", v[[row[p.path1] for p in pairs]], v[[row[p.path2] for p in pairs]])
+    def score(vectors: np.ndarray, euclidean: bool = False) -> str:
+        """Cosine similarity of the pairs' vectors, or minus their Euclidean distance (raw vectors)."""
+        first, second = ([row[p.path1] for p in pairs], [row[p.path2] for p in pairs])
+        if euclidean:
+            s = -np.linalg.norm(vectors[first] - vectors[second], axis=1)
+        else:
+            v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+            s = np.einsum("nd,nd->n", v[first], v[second])
         acc = metrics.kfold_accuracy(s, labels)
         acc = acc[0] if isinstance(acc, tuple) else acc
         return f"accuracy {acc:.4f}  AUC {metrics.roc_auc(s, labels):.4f}"
 
-    # The default variant goes through ``embed`` (and $FACEREC_VECTOR_CACHE when set, so a later
-    # calibration on the same crops reuses it); the others through the same chip/descriptor code.
+    # The plain variant goes through ``embed`` (and $FACEREC_VECTOR_CACHE when set); the others
+    # through the same chip/descriptor code.
     import torch
 
-    default = create_embedder("dlib-resnet")
+    plain_model = create_embedder("dlib-resnet", flip=False, workers=1)
     start = time.process_time()
     batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255)
-    plain = np.concatenate([default.embed(batch[i : i + 64]) for i in range(0, len(batch), 64)])
+    plain = np.concatenate([plain_model.embed(batch[i : i + 64]) for i in range(0, len(batch), 64)])
     cpu = (time.process_time() - start) / len(crops)
     print(f"{'hog box, 5 points':24s} {score(plain)}  ({cpu * 1000:.0f} ms CPU/crop)", flush=True)
-    # flip: the same chips mirrored (what ``flip=1`` adds), averaged with the plain unit vectors
-    chips = default.chips(crops)
+    # raw descriptors: dlib trains its metric on Euclidean distances of unnormalised vectors
+    chips = plain_model.chips(crops)
+    raw = np.array(plain_model._net.compute_face_descriptor(chips), dtype=np.float32)
+    print(f"{'  ... Euclidean, raw':24s} {score(raw, euclidean=True)}", flush=True)
+    # flip (the default): the same chips mirrored, averaged with the plain unit vectors
     mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
-    flipped = np.array(default._net.compute_face_descriptor(mirrored), dtype=np.float32)
+    flipped = np.array(plain_model._net.compute_face_descriptor(mirrored), dtype=np.float32)
     print(f"{'hog box, 5 points, flip':24s} {score(plain + unit_rows(flipped))}", flush=True)
+    print(f"{'  ... Euclidean, raw':24s} {score(raw + flipped, euclidean=True)}", flush=True)
     variants = [("crop box, 5 points", {"box": "crop"})]
     variants += [("hog box, 68 points", {"landmarks": 68})] if args.landmarks68 else []
     for label, options in variants:
-        vectors = create_embedder("dlib-resnet", **options).embed_arrays(crops)
+        vectors = create_embedder("dlib-resnet", flip=False, workers=1, **options).embed_arrays(crops)
         print(f"{label:24s} {score(vectors)}", flush=True)
 
 

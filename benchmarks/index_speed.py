@@ -349,10 +349,13 @@ def plot(rows: list[dict], path: Path):
     import matplotlib.pyplot as plt
 
     cases = list(dict.fromkeys((r["data"], r["n"]) for r in rows))
+    names = list(dict.fromkeys(r["index"] for r in rows))
+    colours = plt.get_cmap("tab20").colors  # one colour per (data, size, index) line: up to 20
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, metric in zip(axes, ("identity_recall_at_1", "recall_at_1"), strict=True):
+        ax.set_prop_cycle(color=colours)
         for data, n in cases:
-            for name in dict.fromkeys(r["index"] for r in rows):
+            for name in names:
                 pts = sorted(
                     (r[metric], r["latency_ms_p50"], r.get("chosen"))
                     for r in rows

@@ -397,7 +397,7 @@ def load_model(
     """Resolve ``--model SPEC``: a model directory, an MLflow URI, ``onnx:PATH``, or a registry name.
 
     Registry names and ``onnx:`` paths take options as a query string:
-    ``dlib-resnet?flip=1``, ``onnx:/models/w600k_r50.onnx?size=112``; keyword ``options`` win.
+    ``dlib-resnet?flip=0``, ``onnx:/models/w600k_r50.onnx?size=112``; keyword ``options`` win.
     """
     if spec.startswith(("models:/", "runs:/")):
         return load_model_dir(_download_mlflow_model(spec), device)
