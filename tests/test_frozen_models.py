@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -12,6 +10,7 @@ from facerec.errors import ModelError
 from facerec.faces.detect import DetectorConfig, FaceDetector
 from facerec.models import create_embedder, is_frozen, load_model, save_model_dir
 from facerec.models.base import WEIGHTS_FILE
+from facerec.models.calibration import Calibration, read_threshold_records, write_threshold_file
 from facerec.models.frozen import THRESHOLDS_DIR
 
 
@@ -68,13 +67,27 @@ def test_dlib_resnet_carries_on_in_process_when_a_worker_dies(faces):
 
 
 def test_dlib_resnet_ships_a_threshold_calibrated_on_view1_train_and_uses_it(dlib_model):
-    record = json.loads((THRESHOLDS_DIR / "dlib-resnet.json").read_text())
+    records = read_threshold_records(THRESHOLDS_DIR / "dlib-resnet.json")
+    (record,) = [r for r in records if r["fingerprint"] == dlib_model.fingerprint]
     assert record["pairs"] == "pairsDevTrain.txt" and "calibrate" in record["command"]
-    assert record["fingerprint"] == dlib_model.fingerprint
     assert dlib_model.threshold == pytest.approx(record["threshold"])
     assert 0 < dlib_model.threshold < 1
-    # other options give other vectors: the shipped threshold does not claim to fit them
+    # the fast variant has its own calibration; other options give other vectors, and no threshold is claimed for them
+    fast = create_embedder("dlib-resnet", flip=False)
+    assert fast.threshold is not None and fast.threshold != dlib_model.threshold
     assert create_embedder("dlib-resnet", box="crop").threshold is None
+
+
+def test_a_threshold_file_keeps_one_calibration_per_fingerprint(tmp_path):
+    def calibration(fingerprint: str, threshold: float) -> Calibration:
+        return Calibration("m", fingerprint, threshold, 0.9, 0.9, 0.95, 10, "data", "pairs.txt", "crops", "cmd")
+
+    path = tmp_path / "m.json"
+    write_threshold_file(calibration("m/a", 0.5), path)
+    write_threshold_file(calibration("m/b", 0.6), path)
+    write_threshold_file(calibration("m/a", 0.7), path)  # a recalibration replaces its own record only
+    records = read_threshold_records(path)
+    assert [(r["fingerprint"], r["threshold"]) for r in records] == [("m/a", 0.7), ("m/b", 0.6)]
 
 
 def test_verify_without_a_threshold_uses_the_shipped_one(dlib_model, sample_dir, tmp_path):

@@ -107,7 +107,7 @@ def test_calibrate_writes_a_model_directory_from_view1_train_pairs(tmp_path, sam
     calibration = meta["calibration"]
     assert calibration["pairs"] == "pairsDevTrain.txt" and calibration["n_pairs"] == 16
     assert calibration["data"] == str(tmp_path / "lfw") and meta["threshold"] == calibration["threshold"]
-    assert json.loads((tmp_path / "t.json").read_text())["threshold"] == meta["threshold"]
+    assert json.loads((tmp_path / "t.json").read_text())["calibrations"][0]["threshold"] == meta["threshold"]
     reloaded = load_model(str(out))
     assert reloaded.threshold == meta["threshold"] and reloaded.fingerprint == calibration["fingerprint"]
     assert json.loads(capsys.readouterr().out)["threshold"] == meta["threshold"]

@@ -103,9 +103,24 @@ def calibrate(
 
 
 def write_threshold_file(calibration: Calibration, path: str | Path) -> Path:
-    """The small JSON a frozen model ships (``thresholds/<name>.json``)."""
+    """Add (or replace) this calibration in the small JSON a frozen model ships (``thresholds/<name>.json``).
+
+    The file keeps one calibration per fingerprint, so each variant of a model (other
+    options give other vectors) finds its own threshold: ``{"model": NAME, "calibrations": [...]}``.
+    """
     path = Path(path)
+    record = calibration.to_dict()
+    kept = [r for r in read_threshold_records(path) if r.get("fingerprint") != record["fingerprint"]]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
-        f.write(json.dumps(calibration.to_dict(), indent=2) + "\n")
+        f.write(json.dumps({"model": record["model"], "calibrations": [record, *kept]}, indent=2) + "\n")
     return path
+
+
+def read_threshold_records(path: str | Path) -> list[dict[str, Any]]:
+    """The calibrations in a threshold file (none if it does not exist; a one-record file is read too)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return list(data["calibrations"]) if "calibrations" in data else [data]

@@ -152,20 +152,21 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def shipped_threshold(embedder: FrozenEmbedder) -> float | None:
-    """The calibrated threshold shipped in ``thresholds/<name>.json`` when it was made with this fingerprint."""
-    path = THRESHOLDS_DIR / f"{embedder.name}.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("fingerprint") != embedder.fingerprint:
+    """The calibrated threshold shipped in ``thresholds/<name>.json`` for this model's fingerprint, if any."""
+    from facerec.models.calibration import read_threshold_records
+
+    records = read_threshold_records(THRESHOLDS_DIR / f"{embedder.name}.json")
+    for record in records:
+        if record.get("fingerprint") == embedder.fingerprint:
+            return float(record["threshold"])
+    if records:
         log.warning(
-            "%s: the shipped threshold was calibrated for %s, not %s (other options or weights): none used",
+            "%s: no shipped threshold for %s (other options or weights; calibrated: %s): none used",
             embedder.name,
-            record.get("fingerprint"),
             embedder.fingerprint,
+            ", ".join(str(r.get("fingerprint")) for r in records),
         )
-        return None
-    return float(record["threshold"])
+    return None
 
 
 class VectorCache:
