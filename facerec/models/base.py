@@ -153,6 +153,12 @@ class Embedder(nn.Module):
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim), np.float32)
 
+    def start_workers(self) -> None:
+        """Start any helper processes now (a server's start-up) rather than at the first big batch (none here)."""
+
+    def stop_workers(self) -> None:
+        """Stop the helper processes ``start_workers`` or a big batch started (none here)."""
+
 
 # ------------------------------------------------------------ building blocks
 def module_group(**parts: nn.Module | nn.Parameter) -> nn.Module:

@@ -17,7 +17,8 @@ processes; not part of the fingerprint, since the vectors do not depend on it).
 Why flip is on by default: on LFW View 1 *train* (pairsDevTrain, 2,200 pairs, 10-fold)
 the mean of the chip's and its mirror's unit vectors scored 99.23% against 98.41% for
 the chip alone (AUC 0.9996 vs 0.9994), at twice the descriptor work; the two passes
-run in two processes, so on two cores a face costs about the same wall time as before.
+run in two processes, so on two cores flip adds ~40 ms to a warm identify, not ~120
+(benchmarks/serve_load.py: p50 228 ms vs 187 ms with ``flip=0``).
 ``flip=0`` is the fast variant. Measured with ``benchmarks/dlib_alignment.py --pairs 2200``.
 """
 
@@ -139,9 +140,9 @@ class DlibResnetEmbedder(FrozenEmbedder):
         """dlib's raw descriptors (N, 128) of 150 px chips: in the worker processes once the
         batch is worth starting them (or they run), else in this process."""
         jitter = int(self.spec.options["jitter"])
-        if self._pool is None and self.workers > 1 and len(chips) >= PARALLEL_MIN_PASSES:
-            self.start_workers()
-        if self._pool is not None and len(chips) > 1:
+        if len(chips) >= PARALLEL_MIN_PASSES:
+            self.start_workers()  # once; only where workers > 1 and forking is safe
+        if self._pool is not None and len(chips) >= PARALLEL_MIN_PASSES:
             try:
                 return self._pool.describe(chips, jitter)
             except (BrokenProcessPool, OSError) as exc:  # e.g. a worker killed: carry on in this process

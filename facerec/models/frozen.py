@@ -107,12 +107,6 @@ class FrozenEmbedder(Embedder):
         return super().train(False)
 
     # ---- inference
-    def start_workers(self) -> None:
-        """Start any helper processes now (a server's start-up) rather than at the first big batch."""
-
-    def stop_workers(self) -> None:
-        """Stop the helper processes ``start_workers`` or a big batch started (none by default)."""
-
     def embed_arrays(self, crops: list[np.ndarray]) -> np.ndarray:
         """uint8 RGB crops (S, S, 3) -> float32 (N, D); normalised by ``embed``."""
         raise NotImplementedError

@@ -95,9 +95,7 @@ class Engine:
         blank = Image.new("RGB", (embedder.input_size, embedder.input_size))
         if self.settings.detect:  # build MTCNN and run it once now, not on the first request
             self._detect_pool.submit(self._detect, [blank]).result()
-        start_workers = getattr(embedder, "start_workers", None)  # frozen models' helper processes
-        if start_workers is not None:
-            start_workers()
+        embedder.start_workers()  # a model's helper processes (dlib's descriptor workers), before any request
         self._embed_pool.submit(self._embed, [blank]).result()  # warm-up in the thread that embeds
         self._gallery_pool.submit(self._open_gallery).result()
         log.info(
@@ -112,10 +110,8 @@ class Engine:
             self._gallery_pool.submit(self._gallery.close).result()
         for pool in (self._decode_pool, self._detect_pool, self._embed_pool, self._gallery_pool):
             pool.shutdown(wait=False, cancel_futures=True)
-        # the loaded model's helper processes (none loaded: nothing to stop, and nothing to load)
-        stop_workers = getattr(self.recognizer._embedder, "stop_workers", None)
-        if stop_workers is not None:
-            stop_workers()
+        if self.recognizer._embedder is not None:  # a loaded model's helper processes (none loaded: none to load)
+            self.recognizer._embedder.stop_workers()
 
     # ------------------------------------------------------------ threads
     def _embed(self, crops: list[Image.Image]) -> np.ndarray:
