@@ -42,9 +42,16 @@ def test_dlib_resnet_gives_deterministic_unit_128d_vectors_that_tell_people_apar
     assert dlib_model.fingerprint != create_embedder("dlib-resnet", flip=False).fingerprint
 
 
+def test_dlibs_own_network_gives_the_torch_backends_vectors_and_keeps_the_fingerprint(dlib_model, faces):
+    own = create_embedder("dlib-resnet", backend="dlib", workers=1)
+    np.testing.assert_allclose(own.embed_images(faces), dlib_model.embed_images(faces), atol=2e-6)
+    assert own.fingerprint == dlib_model.fingerprint and dlib_model.backend == "torch"
+    assert create_embedder("dlib-resnet", jitter=1).backend == "dlib"  # jittering is dlib's own
+
+
 def test_dlib_resnet_workers_give_the_same_vectors_as_one_process_and_keep_the_fingerprint(dlib_model, faces):
-    one = create_embedder("dlib-resnet", workers=1)
-    two = create_embedder("dlib-resnet", workers=2)
+    one = create_embedder("dlib-resnet", backend="dlib", workers=1)
+    two = create_embedder("dlib-resnet", backend="dlib", workers=2)
     try:
         np.testing.assert_array_equal(two.embed_images(faces), one.embed_images(faces))
         assert two._pool is not None  # four faces, flipped: eight passes went to the workers
@@ -57,8 +64,8 @@ def test_dlib_resnet_carries_on_in_process_when_a_worker_dies(faces):
     import os
     import signal
 
-    model = create_embedder("dlib-resnet", workers=2)
-    expected = create_embedder("dlib-resnet", workers=1).embed_images(faces[:2])
+    model = create_embedder("dlib-resnet", backend="dlib", workers=2)
+    expected = create_embedder("dlib-resnet", backend="dlib", workers=1).embed_images(faces[:2])
     model.start_workers()
     for pid in list(model._pool._executor._processes):
         os.kill(pid, signal.SIGKILL)
@@ -127,6 +134,18 @@ def test_dlib_resnet_refuses_other_weights_and_sizes():
         create_embedder("dlib-resnet", embedding_dim=512)
     with pytest.raises(ModelError, match="box must be"):
         load_model("dlib-resnet?box=cnn")
+    with pytest.raises(ModelError, match="backend must be"):
+        load_model("dlib-resnet?backend=cuda")
+
+
+def test_dlib_net_refuses_a_file_that_is_not_dlibs_face_network(tmp_path):
+    from facerec.models.dlib_net import DlibFaceNet
+    from facerec.models.dlib_resnet import LANDMARK_FILES, weights_dir
+
+    (tmp_path / "noise.dat").write_bytes(b"\x01\x05con_4\x01\x03" + bytes(64))
+    for path in (tmp_path / "noise.dat", weights_dir() / LANDMARK_FILES[5]):
+        with pytest.raises(ModelError, match="dlib's face descriptor network"):
+            DlibFaceNet.from_dat(path)
 
 
 def test_a_gallery_records_a_frozen_model_with_its_options(sample_dir, tmp_path):

@@ -11,14 +11,17 @@ face chip (padding 0.25) and the descriptor network, batched.
 
 Options (``--model 'dlib-resnet?flip=0'`` or ``create_embedder(..., flip=False)``):
 ``box`` (``hog`` | ``crop``), ``landmarks`` (5 | 68), ``flip`` (average with the
-mirrored chip; on by default), ``jitter`` (dlib's ``num_jitters``), ``workers`` (descriptor
-processes; not part of the fingerprint, since the vectors do not depend on it).
+mirrored chip; on by default), ``jitter`` (dlib's ``num_jitters``), ``backend`` (``torch``, the
+default: dlib's network run by torch, weights read from the same ``.dat`` file, see
+``dlib_net``; ``dlib``: dlib's own ``compute_face_descriptor``, also used for ``jitter`` > 0),
+``workers`` (descriptor processes for the ``dlib`` backend). Neither ``backend`` nor
+``workers`` is part of the fingerprint: the vectors agree to float rounding (max abs
+difference 5e-7 on LFW chips), so caches and the shipped threshold hold for both.
 
 Why flip is on by default: on LFW View 1 *train* (pairsDevTrain, 2,200 pairs, 10-fold)
 the mean of the chip's and its mirror's unit vectors scored 99.23% against 98.41% for
-the chip alone (AUC 0.9996 vs 0.9994), at twice the descriptor work; the two passes
-run in two processes, so on two cores flip adds ~40 ms to a warm identify, not ~120
-(benchmarks/serve_load.py: p50 228 ms vs 187 ms with ``flip=0``).
+the chip alone (AUC 0.9996 vs 0.9994), at twice the descriptor work, which the torch
+backend does in ~5 ms a chip on two cores (dlib's own: ~100 ms a chip on one core).
 ``flip=0`` is the fast variant. Measured with ``benchmarks/dlib_alignment.py --pairs 2200``.
 """
 
@@ -31,9 +34,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from facerec.errors import ModelError
-from facerec.models import dlib_workers
+from facerec.models import dlib_net, dlib_workers
 from facerec.models.base import EmbedderSpec, register_embedder
 from facerec.models.frozen import FrozenEmbedder, option_flag, shipped_threshold, unit_rows
 
@@ -49,6 +53,7 @@ EMBEDDING_DIM = 128
 CHIP_SIZE = 150  # the descriptor network's input
 CHIP_PADDING = 0.25  # dlib's default around the aligned face
 BOX_CHOICES = ("hog", "crop")
+BACKENDS = ("torch", "dlib")
 #: Where dlib's HOG detector puts the face in our crops, as fractions of the crop side
 #: (left, top, right, bottom): the median HOG box on LFW View 1 train crops (margin 0.3).
 #: Measured by benchmarks/dlib_alignment.py (HOG finds a face in 99.6% of those crops).
@@ -91,12 +96,17 @@ def _import_dlib():
 class DlibResnetEmbedder(FrozenEmbedder):
     """Crop -> face box -> landmarks -> 150 px chip -> dlib descriptor (batched)."""
 
-    def __init__(self, spec: EmbedderSpec, folder: Path, workers: int = 1) -> None:
+    def __init__(self, spec: EmbedderSpec, folder: Path, workers: int = 1, backend: str = "torch") -> None:
         landmarks = int(spec.options["landmarks"])
         super().__init__(spec, [folder / DESCRIPTOR_FILE, folder / LANDMARK_FILES[landmarks]])
         dlib = _import_dlib()
         self._dlib = dlib
-        self._net = dlib.face_recognition_model_v1(str(self.weight_files[0]))
+        # jittering is dlib's own (random crops inside compute_face_descriptor)
+        self.backend = "dlib" if int(spec.options["jitter"]) else backend
+        if self.backend == "torch":
+            self._net = dlib_net.DlibFaceNet.from_dat(self.weight_files[0])
+        else:
+            self._net = dlib.face_recognition_model_v1(str(self.weight_files[0]))
         self._predictor = dlib.shape_predictor(str(self.weight_files[1]))
         self._hog = dlib.get_frontal_face_detector() if spec.options["box"] == "hog" else None
         self.stats = {"crops": 0, "hog_box": 0}  # how often HOG found the face (the rest: the crop box)
@@ -139,6 +149,9 @@ class DlibResnetEmbedder(FrozenEmbedder):
     def describe(self, chips: list[np.ndarray]) -> np.ndarray:
         """dlib's raw descriptors (N, 128) of 150 px chips: in the worker processes once the
         batch is worth starting them (or they run), else in this process."""
+        if self.backend == "torch":
+            with torch.inference_mode():
+                return self._net(torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2)).numpy()
         jitter = int(self.spec.options["jitter"])
         if len(chips) >= PARALLEL_MIN_PASSES:
             self.start_workers()  # once; only where workers > 1 and forking is safe
@@ -152,7 +165,7 @@ class DlibResnetEmbedder(FrozenEmbedder):
 
     def start_workers(self) -> None:
         """Start the descriptor processes now (a server's start-up), not at the first big batch."""
-        if self._pool is None and self.workers > 1 and dlib_workers.SUPPORTED:
+        if self._pool is None and self.backend == "dlib" and self.workers > 1 and dlib_workers.SUPPORTED:
             self._pool = dlib_workers.DescriptorPool(self._net, self.workers)
             log.info("%s: %d descriptor worker processes", NAME, self.workers)
 
@@ -172,6 +185,7 @@ def build_dlib_resnet(
     flip: bool | str = True,
     jitter: int | str = 0,
     workers: int | str | None = None,
+    backend: str = "torch",
 ) -> DlibResnetEmbedder:
     """dlib's ResNet with its shipped weights; ``pretrained`` may only name them (or be unset: none/default)."""
     if str(pretrained or "none").lower() not in ("none", "default", WEIGHTS_TAG):
@@ -181,6 +195,8 @@ def build_dlib_resnet(
     size = DEFAULT_INPUT_SIZE if input_size is None else int(input_size)
     if size < 64:
         raise ModelError(f"{NAME} needs face crops of at least 64 px, got {size}")
+    if backend not in BACKENDS:
+        raise ModelError(f"{NAME}: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if box not in BOX_CHOICES:
         raise ModelError(f"{NAME}: box must be one of {', '.join(BOX_CHOICES)}, got {box!r}")
     try:
@@ -192,6 +208,6 @@ def build_dlib_resnet(
         raise ModelError(f"{NAME}: landmarks must be 5 or 68, jitter >= 0 and workers >= 1")
     options = {"box": box, "landmarks": landmarks, "flip": option_flag(flip), "jitter": jitter}
     spec = EmbedderSpec(NAME, size, EMBEDDING_DIM, WEIGHTS_TAG, options)
-    embedder = DlibResnetEmbedder(spec, weights_dir(), workers)
+    embedder = DlibResnetEmbedder(spec, weights_dir(), workers, backend)
     embedder.threshold = shipped_threshold(embedder)
     return embedder.eval()
