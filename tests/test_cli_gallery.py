@@ -26,18 +26,12 @@ def reuse_models():
     the subprocess tests below and benchmarks/cli_latency.py run the real cold path)."""
     import functools
 
-    import facenet_pytorch
-
+    import facerec.faces.mtcnn
     import facerec.models
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(facerec.models, "load_model", functools.lru_cache(facerec.models.load_model))
-        build_mtcnn = functools.lru_cache(facenet_pytorch.MTCNN)
-        mp.setattr(
-            facenet_pytorch,
-            "MTCNN",
-            lambda **kw: build_mtcnn(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}),
-        )
+        mp.setattr(facerec.faces.mtcnn, "Cascade", functools.lru_cache(facerec.faces.mtcnn.Cascade))
         yield
 
 

@@ -167,6 +167,38 @@ def test_detect_finds_the_central_face(detector, sample_images):
         assert len(detection.face.landmarks) == 5
 
 
+def test_our_cascade_finds_exactly_what_facenet_pytorchs_mtcnn_finds(detector, sample_images):
+    from facenet_pytorch import MTCNN
+
+    reference = MTCNN(keep_all=True, post_process=False, select_largest=False).eval()
+    photo = sample_images["Julianne_Moore_0001.jpg"]
+    images = [*sample_images.values(), photo.resize((520, 400)), photo.resize((97, 131))]
+    for image in images:  # several faces, upsampled, small
+        boxes, probs, points = reference.detect(image, landmarks=True)
+        (ours,) = detector.detect([image])
+        if boxes is None:
+            assert ours.faces == ()
+            continue
+        assert len(ours.faces) == len(boxes)
+        np.testing.assert_allclose([f.box for f in ours.faces], boxes.astype(float), atol=1e-3)
+        np.testing.assert_allclose([f.prob for f in ours.faces], np.asarray(probs, float), atol=1e-5)
+        np.testing.assert_allclose([f.landmarks for f in ours.faces], points.astype(float), atol=1e-3)
+
+
+def test_detection_never_imports_torchvision(sample_dir):
+    import subprocess
+    import sys
+
+    photo = next(sample_dir.glob("*/*.jpg"))
+    code = (
+        "import sys; from PIL import Image; from facerec.faces.detect import FaceDetector;"
+        f"assert FaceDetector().detect([Image.open({str(photo)!r}).convert('RGB')])[0].face is not None;"
+        "print('torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
+
+
 def test_multi_face_photo_policies(detector, sample_images):
     image = sample_images["Julianne_Moore_0001.jpg"]
     central = detector.detect([image])[0]

@@ -1,9 +1,9 @@
-"""Face detection (facenet-pytorch MTCNN), the choice of the face a photo is about, and crop geometry.
+"""Face detection (MTCNN with facenet-pytorch's weights, ``faces.mtcnn``), the choice of the face a photo is about, and crop geometry.
 
 ``FaceDetector.detect`` runs MTCNN in batches of equal-sized images and returns every
 face it finds; ``choose_face`` (a pure function) picks the one the photo is about;
 ``FaceDetector.crop`` cuts a square, eye-levelled crop with a margin around it.
-torch and facenet-pytorch are imported on first use only.
+torch is imported on first use only; torchvision never (see ``faces.mtcnn``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from facerec.errors import ConfigError, NoFaceError
 from facerec.faces.config import POLICIES, DetectorConfig, Policy  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
-    from facenet_pytorch import MTCNN
+    from facerec.faces.mtcnn import Cascade
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +128,19 @@ def crop_square(image: Image.Image, center: Point, side: float, angle: float, ou
 
 
 class FaceDetector:
-    """MTCNN (facenet-pytorch's shipped weights) plus face choice and crop geometry."""
+    """MTCNN (facenet-pytorch's shipped weights, run by ``faces.mtcnn``) plus face choice and crop geometry."""
 
     def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
         self.config = config
-        self._mtcnn: MTCNN | None = None
+        self._mtcnn: Cascade | None = None
 
     @property
-    def mtcnn(self) -> MTCNN:
-        """The MTCNN module, built on first use."""
+    def mtcnn(self) -> Cascade:
+        """The MTCNN cascade, built on first use."""
         if self._mtcnn is None:
             import torch
-            from facenet_pytorch import MTCNN
+
+            from facerec.faces.mtcnn import Cascade
 
             try:
                 device = torch.device(self.config.device)
@@ -147,17 +148,8 @@ class FaceDetector:
                 raise ConfigError(f"bad device {self.config.device!r}: {exc}") from exc
             if device.type == "cuda" and not torch.cuda.is_available():
                 raise ConfigError(f"device {self.config.device!r} requested but CUDA is not available")
-            self._mtcnn = MTCNN(
-                image_size=self.config.image_size,
-                margin=0,
-                min_face_size=self.config.min_face_size,
-                thresholds=list(self.config.thresholds),
-                factor=self.config.factor,
-                post_process=False,
-                select_largest=False,
-                keep_all=True,
-                device=device,
-            ).eval()
+            config = self.config
+            self._mtcnn = Cascade(config.min_face_size, config.thresholds, config.factor, device)
             log.debug("built MTCNN on %s", device)
         return self._mtcnn
 
@@ -197,13 +189,13 @@ class FaceDetector:
     def _detect_batch(self, images: list[Image.Image]) -> list[tuple[Face, ...]]:
         """MTCNN on equal-sized images; a batch MTCNN cannot handle is retried one image at a time."""
         try:
-            boxes, probs, points = self.mtcnn.detect(images, landmarks=True)
-        except RuntimeError as exc:  # facenet-pytorch fails on some degenerate inputs
+            found = self.mtcnn.detect(images)
+        except RuntimeError as exc:  # MTCNN fails on some degenerate inputs
             if len(images) > 1:
                 return [faces for image in images for faces in self._detect_batch([image])]
             log.warning("MTCNN failed on a %dx%d image (%s); treating it as faceless", *images[0].size, exc)
             return [()]
-        return [_faces(b, p, pts) for b, p, pts in zip(boxes, probs, points)]
+        return [_faces(boxes, points) for boxes, points in found]
 
     # ------------------------------------------------------------ cropping
     def crop(self, image: Image.Image, face: Face) -> Image.Image:
@@ -227,15 +219,13 @@ class FaceDetector:
         return self.crop(image, detection.face), detection
 
 
-def _faces(boxes, probs, points) -> tuple[Face, ...]:
-    """MTCNN's per-image arrays (None when empty) as Face records."""
-    if boxes is None:
-        return ()
+def _faces(boxes: np.ndarray, points: np.ndarray) -> tuple[Face, ...]:
+    """One image's MTCNN output (boxes (k, 5) with the probability last, landmarks (k, 5, 2)) as Face records."""
     return tuple(
         Face(
             box=tuple(float(v) for v in box[:4]),
-            prob=float(prob),
-            landmarks=None if marks is None else tuple((float(x), float(y)) for x, y in marks),
+            prob=float(box[4]),
+            landmarks=tuple((float(x), float(y)) for x, y in marks),
         )
-        for box, prob, marks in zip(boxes, probs, points)
+        for box, marks in zip(boxes, points)
     )
