@@ -155,3 +155,21 @@ def test_a_gallery_records_a_frozen_model_with_its_options(sample_dir, tmp_path)
     with FaceRecognizer(embedder, gallery=tmp_path / "g", detect=False) as recognizer:
         spec = recognizer.model_record().spec
     assert load_model(spec["model"], input_size=spec["input_size"]).fingerprint == embedder.fingerprint
+
+
+def test_the_hog_detector_is_cached_as_a_binary_file_that_finds_the_same_faces(faces, tmp_path, monkeypatch):
+    import dlib
+
+    from facerec.models.dlib_resnet import frontal_face_detector
+
+    monkeypatch.setenv("FACEREC_CACHE", str(tmp_path))
+    faces = [np.asarray(f) for f in faces]
+    built_in = dlib.get_frontal_face_detector()
+    assert all(built_in(f, 0) for f in faces)
+    first = frontal_face_detector(dlib)  # writes the copy
+    (copy,) = (tmp_path / "dlib").glob("frontal_face_detector-*.svm")
+    cached = frontal_face_detector(dlib)  # reads it
+    for detector in (first, cached):
+        assert [list(detector(f, 0)) for f in faces] == [list(built_in(f, 0)) for f in faces]
+    copy.write_bytes(b"not a detector")
+    assert [list(frontal_face_detector(dlib)(f, 0)) for f in faces] == [list(built_in(f, 0)) for f in faces]
