@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facerec.errors import ModelError
+from facerec.models.skip_init import SkipRandomInit
 
 WEIGHTS_PACKAGE = "facenet_pytorch"
 
@@ -179,7 +180,8 @@ class Cascade(nn.Module):
     ) -> None:
         super().__init__()
         self.min_face_size, self.thresholds, self.factor = min_face_size, tuple(thresholds), factor
-        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        with SkipRandomInit():  # every weight comes from the state dicts (strict)
+            self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         folder = weights_dir()
         for name in ("pnet", "rnet", "onet"):
             state = torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facerec.errors import ModelError
+from facerec.models.skip_init import SkipRandomInit
 
 CHIP_SIZE = 150
 #: Channels of each residual block after the stem, in order; a change of width (and the
@@ -160,7 +161,8 @@ class DlibFaceNet(nn.Module):
     def from_dat(cls, path: str | Path) -> DlibFaceNet:
         """The network with the weights of dlib's ``.dat`` file (shapes checked against ours)."""
         means, records = read_dat(path)
-        net = cls()
+        with SkipRandomInit():  # every parameter is overwritten below
+            net = cls()
         convs = [net.stem] + [c for b in net.blocks for c in (b.conv1, b.conv2)]
         affines = [(net.stem_scale, net.stem_shift)] + [
             pair for b in net.blocks for pair in ((b.scale1, b.shift1), (b.scale2, b.shift2))
