@@ -174,7 +174,7 @@ class FaceRecognizer:
     @property
     def embedder(self):  # -> Embedder
         if self._embedder is None:
-            self._embedder = self._model_choice().load(self.device)
+            self._embedder = self._model_choice().load(self.device, exported=True)  # inference only
         return self._embedder
 
     def _model_choice(self):  # -> ModelChoice

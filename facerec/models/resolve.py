@@ -32,10 +32,18 @@ class ModelChoice:
     pretrained: str | None = None
     input_size: int | None = None
 
-    def load(self, device: Any = "cpu"):  # -> Embedder
+    def load(self, device: Any = "cpu", exported: bool = False):  # -> Embedder
+        """The embedder; ``exported``: for inference only, a trained directory's ONNX copy (``models.exported``)."""
         from facerec.models import load_model  # through the package: tests may wrap it
 
         options = {"input_size": self.input_size} if self.input_size else {}
+        if exported and not options and str(device) == "cpu":
+            from facerec.models.base import is_model_dir
+            from facerec.models.exported import load_exported
+
+            fast = load_exported(self.model) if is_model_dir(self.model) else None
+            if fast is not None:
+                return fast
         return load_model(self.model, pretrained=self.pretrained, device=device, **options)
 
     def record(self) -> dict[str, Any]:
