@@ -288,9 +288,12 @@ class FaceRecognizer:
     def verify(self, image1: str | Path, image2: str | Path, threshold: float | None = None) -> VerifyResult:
         """Whether two photos show the same person: cosine score against the threshold."""
         threshold = self._threshold(threshold)
-        (v1, face1), (v2, face2) = self.embed(image1), self.embed(image2)
-        score = float(np.dot(v1, v2))
-        return VerifyResult(score >= threshold, score, threshold, (face1, face2))
+        first, second = self.prepare([image1, image2])  # one detection and one embedding batch
+        for prepared in (first, second):
+            if prepared.error is not None:
+                raise prepared.error
+        score = float(np.dot(first.image.embedding, second.image.embedding))
+        return VerifyResult(score >= threshold, score, threshold, (first.report, second.report))
 
     # ------------------------------------------------------------ gallery
     def _checked_gallery(self) -> Gallery:
