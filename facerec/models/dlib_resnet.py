@@ -174,8 +174,9 @@ class DlibResnetEmbedder(FrozenEmbedder):
         """dlib's raw descriptors (N, 128) of 150 px chips: in the worker processes once the
         batch is worth starting them (or they run), else in this process."""
         if self.backend == "torch":
+            chips_nchw = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).to(self._net.means.device)
             with torch.inference_mode():
-                return self._net(torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2)).numpy()
+                return self._net(chips_nchw).cpu().numpy()
         jitter = int(self.spec.options["jitter"])
         if len(chips) >= PARALLEL_MIN_PASSES:
             self.start_workers()  # once; only where workers > 1 and forking is safe

@@ -2,11 +2,12 @@
 
 They follow the ``Embedder`` contract for inference (``name``, ``input_size``,
 ``embedding_dim``, a cached ``fingerprint``, ``preprocess`` and ``embed(batch) ->
-float32 (N, D)`` unit vectors) but hold no torch parameters and cannot be trained:
+float32 (N, D)`` unit vectors) but cannot be trained:
 ``forward``, ``head``, ``blocks`` and ``train()`` raise a one-line ``ModelError``.
-Subclasses implement ``embed_arrays`` on uint8 RGB crops. ``.to(device)``,
-``.eval()`` and an empty ``state_dict`` work as for any module, so code written
-for trainable embedders keeps working.
+Subclasses implement ``embed_arrays`` on uint8 RGB crops. ``.to(device)`` and
+``.eval()`` work as for any module (a network held in torch, like dlib's, moves with
+it), so code written for trainable embedders keeps working; a model directory never
+stores a frozen model's weights, which come with its package.
 
 Optional vector cache (``$FACEREC_VECTOR_CACHE=DIR``): the output for the same
 pixels never changes, so vectors are stored in ``DIR/<fingerprint>.sqlite`` keyed
