@@ -171,8 +171,8 @@ class DlibResnetEmbedder(FrozenEmbedder):
         return unit_rows(self.describe(chips))
 
     def describe(self, chips: list[np.ndarray]) -> np.ndarray:
-        """dlib's raw descriptors (N, 128) of 150 px chips: in the worker processes once the
-        batch is worth starting them (or they run), else in this process."""
+        """dlib's raw descriptors (N, 128) of 150 px chips: one torch batch, or with ``backend=dlib``
+        in the worker processes once the batch is worth starting them (or they run), else here."""
         if self.backend == "torch":
             chips_nchw = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).to(self._net.means.device)
             with torch.inference_mode():
