@@ -1,5 +1,3 @@
-import sys
+from facerec.cli import entry
 
-from facerec.cli import main
-
-sys.exit(main())
+entry()

@@ -23,6 +23,17 @@ def test_help_lists_every_command_and_imports_no_heavy_library():
     assert imported.isdisjoint({"torch", "numpy", "faiss", "mlflow", "open_clip", "facenet_pytorch"})
 
 
+def test_the_command_exits_with_mains_code_and_its_output_whole(tmp_path):
+    """`python -m facerec` goes through ``entry`` (which freezes the collector before exiting)."""
+    missing = subprocess.run(
+        [sys.executable, "-m", "facerec", "verify", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
+    done = subprocess.run([sys.executable, "-m", "facerec", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("facerec ")
+
+
 def test_overrides_may_follow_flags():
     args = parse_args(build_parser(), ["train", "--config", "c.yaml", "epochs=1", "--data", "/d", "seed=3"])
     assert args.overrides == ["epochs=1", "seed=3"] and args.data == "/d"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -94,5 +95,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_reporting(f"facerec {args.command}", lambda: args._module.run(args))
 
 
+def entry() -> None:
+    """The ``facerec`` command and ``python -m facerec``: ``main``, then exit with its code.
+
+    Before exiting, every object is moved out of the garbage collector's reach
+    (``gc.freeze``): with torch loaded, the interpreter's last collection walks millions of
+    objects that are about to go anyway, ~0.3 s of a cold ``facerec verify`` (3 s budget).
+    Objects are still released and files closed as usual; only cycles among them are left
+    to the process's end.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
