@@ -34,6 +34,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from machine import StealMeter
+
 from facerec.data.datasets import sample_root
 
 log = logging.getLogger("benchmarks.cli_latency")
@@ -173,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scratch = Path(tempfile.mkdtemp(prefix="facerec-cli-latency-"))
         clip_dir = make_clip_dir(scratch / "clip-model")
     compiled = compile_facerec()
-    load_start = os.getloadavg()
+    load_start, steal = os.getloadavg(), StealMeter()
     try:
         help_ = repeated([sys.executable, "-m", "facerec", "--help"], args.repeats)
         help_.pop("last_stdout")
@@ -203,7 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary[f"{name}_target_s"] = target
         summary[f"{name}_meets_target"] = summary[f"{name}_s_median"] <= target * (1.5 if name == "help" else 1.0)
     summary.update(
-        {"cpu_count": os.cpu_count(), "load_avg_1m_start": load_start[0], "load_avg_1m_end": os.getloadavg()[0]}
+        {
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m_start": load_start[0],
+            "load_avg_1m_end": os.getloadavg()[0],
+            "cpu_steal_fraction": steal.fraction(),
+        }
     )
     print(json.dumps(summary, indent=2))
     if not args.no_mlflow:

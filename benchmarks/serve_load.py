@@ -37,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from machine import StealMeter
 
 from facerec.data.datasets import sample_root
 
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     stop_at = time.monotonic() + args.max_total_seconds
-    load_start = os.getloadavg()
+    load_start, steal = os.getloadavg(), StealMeter()
     results: dict[str, dict] = {}
     for mode in args.modes:
         results.update(run_mode(args, mode, stop_at))
@@ -219,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "load_avg_1m_start": load_start[0],
         "load_avg_1m_end": os.getloadavg()[0],
+        "cpu_steal_fraction": steal.fraction(),  # the hypervisor's share: see benchmarks/machine.py
         "results": results,
     }
     warm = results.get("identify_c1_batched") or results.get("identify_c1_unbatched")
@@ -244,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tags={"facerec.benchmark": "serve_load"},
         ):
             metrics = {f"{cell_name}_{k}": float(v) for cell_name, r in results.items() for k, v in r.items()}
-            metrics.update({k: float(summary[k]) for k in ("load_avg_1m_start", "load_avg_1m_end")})
+            machine = ("load_avg_1m_start", "load_avg_1m_end", "cpu_steal_fraction")
+            metrics.update({k: float(summary[k]) for k in machine if summary[k] is not None})
             mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN: a cell without answers
             mlflow.log_dict(summary, "serve_load.json")
     return 0
