@@ -98,11 +98,16 @@ class ONet(nn.Module):
         return self.dense6_2(x), self.dense6_3(x), F.softmax(self.dense6_1(x), dim=1)
 
 
+def _apart(boxes: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Boxes shifted by their group (image) index times the largest coordinate: groups never overlap."""
+    return boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
     """Indices kept by greedy IoU suppression within each group, highest score first (torchvision's rule)."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    boxes = boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]  # groups never overlap
+    boxes = _apart(boxes, groups)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     order = torch.sort(scores, descending=True, stable=True).indices
     keep = []
@@ -120,7 +125,7 @@ def nms_min(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thr
     """The last stage's suppression: overlap over the smaller box, +1 pixel areas (facenet-pytorch's numpy code)."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    b = (boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]).cpu().numpy()
+    b = _apart(boxes, groups).cpu().numpy()
     s = scores.cpu().numpy()
     area = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
     order, keep = np.argsort(s), []
@@ -170,6 +175,13 @@ def _patches(images: torch.Tensor, boxes: torch.Tensor, owners: torch.Tensor, si
              for k in range(len(b))]
         )
     )  # fmt: skip
+
+
+def _scored(boxes: torch.Tensor, probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The boxes whose face probability passes ``threshold``, with it as their fifth column; and the mask."""
+    score = probs[:, 1]
+    passed = score > threshold
+    return torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1), passed
 
 
 class Cascade(nn.Module):
@@ -242,9 +254,7 @@ class Cascade(nn.Module):
     def _refine(self, pixels, boxes, owners) -> tuple[torch.Tensor, torch.Tensor]:
         """R-net on 24 px patches: score, NMS 0.7, regress, square."""
         offsets, probs = self.rnet(_patches(pixels, boxes, owners, 24))
-        score = probs[:, 1]
-        passed = score > self.thresholds[1]
-        boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
+        boxes, passed = _scored(boxes, probs, self.thresholds[1])
         owners, offsets = owners[passed], offsets[passed]
         keep = nms(boxes[:, :4], boxes[:, 4], owners, 0.7)
         return _square(_regress(boxes[keep], offsets[keep])), owners[keep]
@@ -252,9 +262,7 @@ class Cascade(nn.Module):
     def _output(self, pixels, boxes, owners) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """O-net on 48 px patches: score, landmarks, regress, NMS by the smaller box."""
         offsets, marks, probs = self.onet(_patches(pixels, boxes, owners, 48))
-        score = probs[:, 1]
-        passed = score > self.thresholds[2]
-        boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
+        boxes, passed = _scored(boxes, probs, self.thresholds[2])
         owners, offsets, marks = owners[passed], offsets[passed], marks[passed]
         w, h = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
         points = torch.stack(

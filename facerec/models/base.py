@@ -318,6 +318,17 @@ def is_model_dir(path: str | Path) -> bool:
     return (Path(path) / MODEL_FILE).is_file()
 
 
+def spec_from_meta(meta: dict[str, Any]) -> EmbedderSpec:
+    """The spec a model directory's ``model.json`` records (its start weights, ``none`` if unrecorded)."""
+    return EmbedderSpec(
+        meta["name"],
+        meta["input_size"],
+        meta["embedding_dim"],
+        meta.get("start_weights", NO_WEIGHTS),
+        meta.get("options", {}),
+    )
+
+
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embedder:
     """Rebuild an embedder from a model directory (weights read with ``weights_only=True``)."""
     path = Path(path)
@@ -343,13 +354,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot load model directory {path}: {str(exc).splitlines()[0]}") from exc
-    embedder.spec = EmbedderSpec(
-        meta["name"],
-        meta["input_size"],
-        meta["embedding_dim"],
-        meta.get("start_weights", NO_WEIGHTS),
-        meta.get("options", {}),
-    )
+    embedder.spec = spec_from_meta(meta)
     embedder.invalidate_fingerprint()
     stored = fingerprints.stored_dir_fingerprint(meta, before, after)
     if stored is not None:

@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from facerec.files import atomic_path, cache_dir
 from facerec.models import fingerprint as fingerprints
-from facerec.models.base import MODEL_FILE, WEIGHTS_FILE, Embedder, EmbedderSpec, load_model_dir
-from facerec.models.frozen import FrozenEmbedder, unit_rows
+from facerec.models.base import MODEL_FILE, WEIGHTS_FILE, Embedder, EmbedderSpec, load_model_dir, spec_from_meta
+from facerec.models.frozen import FrozenEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +42,6 @@ def export_path(fingerprint: str) -> Path:
     return cache_dir("exports") / (fingerprint.replace("/", "_") + ".onnx")
 
 
-class _Inference(nn.Module):
-    """The embedder's inference function as one module: batch in [0, 1] -> unit vectors."""
-
-    def __init__(self, embedder: Embedder) -> None:
-        super().__init__()
-        self.embedder = embedder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedder(x)
-
-
 def export(embedder: Embedder, path: Path) -> None:
     """Write ``embedder``'s inference network to ``path`` (ONNX, batch size free)."""
     dummy = torch.zeros(1, 3, embedder.input_size, embedder.input_size)
@@ -63,7 +51,7 @@ def export(embedder: Embedder, path: Path) -> None:
     try:
         with atomic_path(path, durable=False) as tmp, torch.no_grad():
             torch.onnx.export(
-                _Inference(embedder.eval()),
+                embedder.eval(),  # forward: crops in [0, 1] -> normalised, embedded, unit vectors
                 (dummy,),
                 str(tmp),
                 input_names=["crops"],
@@ -96,8 +84,7 @@ class ExportedEmbedder(FrozenEmbedder):
     def embed_arrays(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
             return np.zeros((0, self.embedding_dim), np.float32)
-        images = [self.preprocess(Image.fromarray(c)) for c in crops]
-        return unit_rows(self.embed(torch.stack(images)))
+        return self.embed(torch.stack([self.preprocess(Image.fromarray(c)) for c in crops]))  # unit rows
 
 
 def load_exported(directory: str | Path) -> Embedder | None:
@@ -136,9 +123,6 @@ def load_exported(directory: str | Path) -> Embedder | None:
         log.warning("ignoring the ONNX copy %s (%s)", path, str(exc).splitlines()[0])
         path.unlink(missing_ok=True)
         return None
-    spec = EmbedderSpec(
-        meta["name"], meta["input_size"], meta["embedding_dim"], meta.get("start_weights"), meta.get("options", {})
-    )
-    embedder = ExportedEmbedder(spec, directory, path, session, fingerprint)
+    embedder = ExportedEmbedder(spec_from_meta(meta), directory, path, session, fingerprint)
     embedder.threshold = meta.get("threshold")
     return embedder

@@ -35,13 +35,13 @@ class ModelChoice:
     def load(self, device: Any = "cpu", exported: bool = False):  # -> Embedder
         """The embedder; ``exported``: for inference only, a trained directory's ONNX copy (``models.exported``)."""
         from facerec.models import load_model  # through the package: tests may wrap it
+        from facerec.models.base import is_model_dir
 
         options = {"input_size": self.input_size} if self.input_size else {}
-        if exported and not options and str(device) == "cpu":
-            from facerec.models.base import is_model_dir
-            from facerec.models.exported import load_exported
+        if exported and not options and str(device) == "cpu" and is_model_dir(self.model):
+            from facerec.models.exported import load_exported  # trained directories only
 
-            fast = load_exported(self.model) if is_model_dir(self.model) else None
+            fast = load_exported(self.model)
             if fast is not None:
                 return fast
         return load_model(self.model, pretrained=self.pretrained, device=device, **options)
