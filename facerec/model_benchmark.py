@@ -57,6 +57,14 @@ class ModelEntry:
     embedding_dim: int | None = None
     optim: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    #: Names this entry where one backbone is listed more than once (a strategy study: ``lora``,
+    #: ``full``, ...); shown after ``<name>@<size>px`` in the tables and runs, and matched by ``only``.
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The entry's unique name in the experiment: ``<name> <label>`` or the registry name."""
+        return f"{self.name} {self.label}" if self.label else self.name
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,8 @@ class BenchmarkConfig:
     register: RegistryConfig = field(default_factory=RegistryConfig)
 
     def __post_init__(self) -> None:
-        names = [m.name for m in self.models]
-        unknown = sorted(set(self.only) - set(names))
+        names = [m.key for m in self.models]
+        unknown = sorted(set(self.only) - set(names) - {m.name for m in self.models})
         check_config(
             self,
             [
@@ -109,7 +117,7 @@ class BenchmarkConfig:
         return Path(self.output_dir or Path("outputs") / "benchmark" / self.name)
 
     def selected(self) -> list[ModelEntry]:
-        return [m for m in self.models if not self.only or m.name in self.only]
+        return [m for m in self.models if not self.only or m.name in self.only or m.key in self.only]
 
 
 @dataclass
@@ -124,6 +132,7 @@ class ModelOutcome:
     result: EvalResult
     train_seconds: float
     resumed: bool
+    trainable_params: int | None = None
 
 
 @dataclass
@@ -165,7 +174,8 @@ def model_train_config(config: BenchmarkConfig, entry: ModelEntry) -> dict[str, 
 def model_hash(config: BenchmarkConfig, entry: ModelEntry) -> str:
     """Everything that changes a model's numbers: backbone and weights, training, evaluation."""
     # optim and train overrides count inside the train mapping (and leave older hashes unchanged)
-    backbone = {k: v for k, v in to_dict(entry).items() if k not in ("optim", "train")}
+    # (and an unset label is left out, so entries written before labels existed keep their hashes)
+    backbone = {k: v for k, v in to_dict(entry).items() if k not in ("optim", "train") and (k, v) != ("label", None)}
     return _hash(
         {
             "model": backbone,
@@ -198,7 +208,7 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
     }
     params = {
         "benchmark": {k: v for k, v in to_dict(config).items() if k not in ("models", "train", "evaluate")},
-        "models": ", ".join(m.name + (f"@{m.input_size}px" if m.input_size else "") for m in config.selected()),
+        "models": ", ".join(m.key + (f"@{m.input_size}px" if m.input_size else "") for m in config.selected()),
         "evaluate": to_dict(config.evaluate),
         "train": config.train or "zero-shot",
     }
@@ -227,7 +237,7 @@ def check(config: BenchmarkConfig) -> None:
         try:
             from_dict(TrainConfig, model_train_config(config, entry))
         except ConfigError as exc:
-            raise ConfigError(f"benchmark {config.name}, model {entry.name}: train.{exc}") from exc
+            raise ConfigError(f"benchmark {config.name}, model {entry.key}: train.{exc}") from exc
     if config.evaluate.protocol == "folder" and config.evaluate.holdout <= 0:
         raise ConfigError(
             "the folder protocol evaluates on the training folder's identities: set evaluate.holdout > 0 "
@@ -307,15 +317,13 @@ def run_model(
     from facerec.tracking.runs import log_params, mlflow_run, run_name
 
     digest = model_hash(config, entry)
-    slug = f"{entry.name}-{digest[:8]}"
+    slug = f"{entry.key.replace(' ', '-')}-{digest[:8]}"
     slot = config.out / "models" / slug
     model_dir = slot / "model"
     previous = find_finished(digest) if config.resume else None
     reuse = previous is not None and (slot / "eval" / RESULT_FILE).is_file() and is_model_dir(model_dir)
     if previous and not reuse:
-        log.info(
-            "%s: finished run %s found, but its files under %s are gone: running again", entry.name, previous, slot
-        )
+        log.info("%s: finished run %s found, but its files under %s are gone: running again", entry.key, previous, slot)
     train_config = model_train_config(config, entry)
     tags = {
         CONFIG_HASH_TAG: digest,
@@ -324,11 +332,11 @@ def run_model(
         "facerec.weights": config.pretrained or entry.pretrained,
         "facerec.protocol": config.evaluate.protocol,
     }
-    train_seconds = 0.0
+    train_info: dict[str, Any] = {"seconds": 0.0}
     if reuse:
-        log.info("%s: reusing finished run %s (configuration %s)", entry.name, previous, digest)
+        log.info("%s: reusing finished run %s (configuration %s)", entry.key, previous, digest)
         result = EvalResult.load(slot / "eval")
-        train_seconds = float(json.loads((slot / "train.json").read_text(encoding="utf-8"))["seconds"])
+        train_info = json.loads((slot / "train.json").read_text(encoding="utf-8"))
         context = mlflow_run(
             config.experiment,
             run_name(result.model["label"], recipe(config, entry), data_label(config)),
@@ -339,7 +347,7 @@ def run_model(
         context = mlflow_run(config.experiment, f"{entry.name} {config.name}", tags=tags, nested=True)
     else:
         trained = train_model(config, entry, merge(train_config, {"data": train_data}), slot)
-        train_seconds = trained.seconds
+        train_info = {"seconds": trained.seconds, "trainable_params": trained.metrics.get("trainable_params")}
         context = mlflow.start_run(run_id=trained.run_id, nested=True)
     with context as run:
         if not reuse:
@@ -347,22 +355,31 @@ def run_model(
                 embedder = zero_shot_model(config, entry, model_dir)
             else:
                 embedder = load_model_dir(model_dir, config.device)
-            label = f"{embedder.name}@{embedder.input_size}px"
+            label = " ".join(filter(None, [f"{embedder.name}@{embedder.input_size}px", entry.label]))
             result = evaluate_model(
                 embedder, eval_set, config.evaluate, model_info(embedder, model_dir, label), progress
             )
             result.save(slot / "eval")
-            (slot / "train.json").write_text(json.dumps({"seconds": train_seconds}), encoding="utf-8")
+            (slot / "train.json").write_text(json.dumps(train_info), encoding="utf-8")
         name = run_name(result.model["label"], recipe(config, entry), data_label(config))
         mlflow.set_tags({**tags, "mlflow.runName": name})
         if train_config is None or reuse:
             log_params({"model": to_dict(entry), "train": train_config or "zero-shot"})
+        train_seconds = float(train_info["seconds"])
         mlflow.log_metric("train_seconds", train_seconds)
         log_result(result, config.evaluate, eval_set=eval_set)
         # The same headline keys in every child (NaN = not measured): the UI's charts line them up.
         mlflow.log_metrics(headline({**result.metrics, "train_minutes": train_seconds / 60}))
     return ModelOutcome(
-        entry, tags["facerec.weights"], result.model["label"], run.info.run_id, model_dir, result, train_seconds, reuse
+        entry,
+        tags["facerec.weights"],
+        result.model["label"],
+        run.info.run_id,
+        model_dir,
+        result,
+        train_seconds,
+        reuse,
+        train_info.get("trainable_params"),
     )
 
 
@@ -381,7 +398,7 @@ def train_model(config: BenchmarkConfig, entry: ModelEntry, train_config: dict[s
     }
     train_cfg = from_dict(TrainConfig, merge(train_config, paths))  # check() built it already without the paths
     if paths["resume"]:
-        log.info("%s: resuming the interrupted training in %s", entry.name, slot)
+        log.info("%s: resuming the interrupted training in %s", entry.key, slot)
     return train(train_cfg, run_name=slot.name, nested=True)
 
 
@@ -400,6 +417,7 @@ TABLE_COLUMNS = (
     ("model", "model"),
     ("weights", "weights"),
     ("params_m", "params (M)"),
+    ("trainable_m", "trainable (M)"),
     ("weights_mb", "size (MB)"),
     ("train_min", "train (min)"),
     ("images_per_s", "images/s"),
@@ -424,6 +442,7 @@ def table_rows(outcomes: Sequence[ModelOutcome]) -> list[dict[str, Any]]:
         row.update({k: round(v, 4) for k, v in m.items()})
         row.update(
             params_m=round(m.get("parameters", 0) / 1e6, 2),
+            trainable_m="" if o.trainable_params is None else round(o.trainable_params / 1e6, 3),
             weights_mb=round(m.get("weights_mb", 0), 1),
             train_min=round(o.train_seconds / 60, 2),
             images_per_s=round(m["images_per_s"], 1),
@@ -453,7 +472,13 @@ def results_table(outcomes: Sequence[ModelOutcome]) -> dict[str, str]:
             value = row.get(key, "")
             if key == "accuracy" and "accuracy_std" in row:
                 value = f"{row['accuracy']:.4f} ± {row['accuracy_std']:.4f}"
-            elif isinstance(value, float) and key not in ("params_m", "weights_mb", "train_min", "images_per_s"):
+            elif isinstance(value, float) and key not in (
+                "params_m",
+                "trainable_m",
+                "weights_mb",
+                "train_min",
+                "images_per_s",
+            ):
                 value = f"{value:.4f}"
             cells.append(str(value if value != "" else "–"))
         lines.append("| " + " | ".join(cells) + " |")

@@ -28,7 +28,7 @@ TINY = [  # two backbones at 32 px, raw photos (no MTCNN), two training steps: t
 ]
 
 
-@pytest.mark.parametrize("name", ["quick", "lfw-view1", "lfw-view1-gpu", "zero-shot-view2"])
+@pytest.mark.parametrize("name", ["quick", "lfw-view1", "lfw-view1-gpu", "lfw-view1-kd", "zero-shot-view2"])
 def test_every_experiment_file_loads(name):
     config = load_benchmark_config(EXPERIMENTS / f"{name}.yaml")
     assert config.name == name and len(config.models) == 6
@@ -204,7 +204,7 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
 def test_results_table_and_champion_choice_follow_the_metrics():
     from types import SimpleNamespace
 
-    def outcome(label, accuracy, eer):
+    def outcome(label, accuracy, eer, trainable=None):
         metrics = {
             "accuracy": accuracy,
             "accuracy_std": 0.01,
@@ -219,16 +219,18 @@ def test_results_table_and_champion_choice_follow_the_metrics():
             run_id=label,
             resumed=False,
             train_seconds=60.0,
+            trainable_params=trainable,
             result=SimpleNamespace(metrics=metrics),
         )
 
-    outcomes = [outcome("a", 0.7, 0.3), outcome("b", 0.8, 0.35)]
+    outcomes = [outcome("a", 0.7, 0.3), outcome("b", 0.8, 0.35, trainable=1_500_000)]
     assert champion_of(outcomes, "accuracy").label == "b"
     assert champion_of(outcomes, "eer").label == "a"
     with pytest.raises(ConfigError):
         champion_of(outcomes, "rank1")
     table = results_table(outcomes)
-    assert "| b | none | 2.0 | 8.0 | 1.0 | 10.0 | 0.8000 ± 0.0100 |" in table["markdown"]
+    assert "| b | none | 2.0 | 1.5 | 8.0 | 1.0 | 10.0 | 0.8000 ± 0.0100 |" in table["markdown"]
+    assert "| a | none | 2.0 | – | 8.0 |" in table["markdown"]  # trainable count unknown (an older run)
     assert table["csv"].splitlines()[0].startswith("model,weights,run_id,resumed,accuracy")
 
 
@@ -239,6 +241,45 @@ def test_benchmark_config_rejects_duplicates_and_empty_model_lists():
         BenchmarkConfig(name="x", models=())
     with pytest.raises(ConfigError, match="twice"):
         BenchmarkConfig(name="x", models=(ModelEntry("resnet18"), ModelEntry("resnet18")))
+    with pytest.raises(ConfigError, match="twice"):
+        BenchmarkConfig(name="x", models=(ModelEntry("resnet18", label="a"), ModelEntry("resnet18", label="a")))
+
+
+def test_one_backbone_listed_under_labels_is_one_model_per_label_with_its_own_training():
+    from facerec.model_benchmark import model_train_config
+
+    config = load_benchmark_config(EXPERIMENTS / "lfw-view1-kd-clip-strategies.yaml")
+    assert [m.key for m in config.models] == [
+        "clip-vit-b-32 linear",
+        "clip-vit-b-32 last-4",
+        "clip-vit-b-32 lora",
+        "clip-vit-b-32 full",
+    ]
+    trains = {m.label: model_train_config(config, m) for m in config.models}
+    assert {label: t["strategy"]["kind"] for label, t in trains.items()} == {
+        "linear": "linear",
+        "last-4": "last_n",
+        "lora": "lora",
+        "full": "full",
+    }
+    assert trains["linear"]["model"]["options"] == {"head": "linear"}
+    # every strategy starts from the distilled CLIP of lfw-view1-kd: the path names that entry's hash
+    kd = load_benchmark_config(EXPERIMENTS / "lfw-view1-kd.yaml")
+    clip = next(m for m in kd.models if m.name == "clip-vit-b-32")
+    assert {t["model"]["pretrained"] for t in trains.values()} == {
+        f"outputs/benchmark/lfw-view1-kd/models/clip-vit-b-32-{model_hash(kd, clip)[:8]}/model/weights.pt"
+    }
+    assert len({model_hash(config, m) for m in config.models}) == 4
+    only = load_benchmark_config(EXPERIMENTS / "lfw-view1-kd-clip-strategies.yaml", ['only=["clip-vit-b-32 lora"]'])
+    assert [m.label for m in only.selected()] == ["lora"]
+    # an entry without a label hashes as before labels existed (finished runs stay reusable): the digest
+    # of quick.yaml's resnet18 that the code before labels computed (changes when quick.yaml's training does)
+    from dataclasses import replace
+
+    plain = load_benchmark_config(EXPERIMENTS / "quick.yaml")
+    resnet = next(m for m in plain.models if m.name == "resnet18")
+    assert model_hash(plain, resnet) == "d965659f6e45ac02"
+    assert model_hash(plain, replace(resnet, label="x")) != model_hash(plain, resnet)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

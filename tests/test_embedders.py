@@ -219,3 +219,21 @@ def test_torchvision_local_checkpoint_round_trip_and_bad_files(tmp_path):
     for name in ("resnet18", "clip-vit-b-32"):
         with pytest.raises(ModelError, match="cannot read checkpoint"):
             create_embedder(name, pretrained=str(tmp_path / "junk.pt"), input_size=64)
+
+
+@pytest.mark.parametrize("name", ["clip-vit-b-32", "resnet18"])
+def test_a_model_directory_starts_a_new_model_with_its_backbone_and_a_head_of_its_own(built, name, tmp_path):
+    # A distilled student as the start of a fine-tune (a strategy study): its directory, or its weights.pt,
+    # is `pretrained`; the backbone's weights carry over and the new model may take a linear head.
+    source = built[name]
+    save_model_dir(source, tmp_path / "student")
+    x = batch(64)
+    for start in (tmp_path / "student", tmp_path / "student" / "weights.pt"):
+        same = create_embedder(name, pretrained=str(start), input_size=64)  # the same seed: the same new head
+        np.testing.assert_array_equal(same.embed(x), source.embed(x))
+        probe = create_embedder(name, pretrained=str(start), input_size=64, head="linear", embedding_dim=32)
+        for ours, theirs in zip(probe.backbone.parameters(), source.backbone.parameters()):
+            torch.testing.assert_close(ours, theirs)
+        assert probe.embed(x).shape == (3, 32)
+    with pytest.raises(ModelError, match="does not exist"):
+        create_embedder(name, pretrained=str(tmp_path / "nothing" / "weights.pt"), input_size=64)

@@ -29,7 +29,7 @@ from facerec.models.base import (
     register_embedder,
     seeded,
 )
-from facerec.models.weights import check_download, load_checkpoint, read_checkpoint
+from facerec.models.weights import check_download, load_checkpoint, local_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,10 @@ def _resolve_weights(pretrained: str) -> tuple[Path | None, dict[str, Any]]:
         return None, {}
     cfg = open_clip.get_pretrained_cfg(ARCH, pretrained)
     if not cfg:
-        path = Path(pretrained).expanduser()
-        if path.is_file():
+        path = local_checkpoint(pretrained)
+        if path is not None:
             return path, {}
-        if path.suffix or "/" in pretrained:
+        if Path(pretrained).suffix or "/" in pretrained:
             raise ModelError(f"checkpoint file {pretrained} does not exist")
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(ARCH))
         raise ModelError(

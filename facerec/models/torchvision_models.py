@@ -28,7 +28,7 @@ from facerec.models.base import (
     register_embedder,
     seeded,
 )
-from facerec.models.weights import check_download, load_checkpoint, read_checkpoint
+from facerec.models.weights import check_download, load_checkpoint, local_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,10 @@ def _resolve_weights(arch: str, pretrained: str) -> tuple[Any, Path | None]:  # 
     try:
         return enum[pretrained], None
     except KeyError as exc:
-        path = Path(pretrained).expanduser()
-        if path.is_file():
+        path = local_checkpoint(pretrained)
+        if path is not None:
             return None, path
-        if path.suffix or "/" in pretrained:
+        if Path(pretrained).suffix or "/" in pretrained:
             raise ModelError(f"checkpoint file {pretrained} does not exist") from exc
         tags = ", ".join(enum.__members__)
         raise ModelError(

@@ -69,8 +69,26 @@ def check_download(url: str, what: str, hint: str) -> None:
         raise ModelError(f"cannot download {what}: {host} is unreachable (offline?): {hint}")
 
 
+#: Key prefixes of a facerec embedder's state dict (a model directory's ``weights.pt``).
+EMBEDDER_PARTS = ("backbone.", "head.")
+
+
+def local_checkpoint(pretrained: str) -> Path | None:
+    """The file of local start weights: a checkpoint file, or a facerec model directory's ``weights.pt``."""
+    from facerec.models.base import WEIGHTS_FILE
+
+    path = Path(pretrained).expanduser()
+    if path.is_dir() and (path / WEIGHTS_FILE).is_file():
+        return path / WEIGHTS_FILE
+    return path if path.is_file() else None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's state dict (weights only: never unpickles code); one-line ModelError otherwise."""
+    """A checkpoint's state dict (weights only: never unpickles code); one-line ModelError otherwise.
+
+    A facerec embedder's weights (a model directory: a distilled student as the start of a
+    fine-tune) give their backbone's entries; the head belongs to the new model.
+    """
     from open_clip.factory import load_state_dict
 
     from facerec.models.base import error_reason
@@ -85,7 +103,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
         raise ModelError(f"checkpoint {path} is not a state dict")
-    return {key.removeprefix("module."): value for key, value in state.items()}
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    if all(key.startswith(EMBEDDER_PARTS) for key in state):
+        state = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+    return state
 
 
 def load_checkpoint(

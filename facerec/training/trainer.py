@@ -123,6 +123,8 @@ class Trainer:
         self.val_pairs = generate_pairs(self.val_records, config.data.val_pairs, seed=config.seed, n_folds=10)
         self.model, self.start_weights = build_model(config.model, config.strategy)
         self.model.to(self.dist.device)
+        #: trainable / total parameters of the embedder under the strategy (before LoRA is merged)
+        self.parameter_counts = parameter_counts(self.model)
         self.loss_fn = make_loss(
             config.loss,
             embedding_dim=self.model.embedding_dim,
@@ -299,6 +301,7 @@ class Trainer:
             "threshold": threshold,
             "seconds": seconds,
             "images_per_s": images_per_s,
+            "trainable_params": self.parameter_counts["trainable"],
             "decode_seconds": self.batches.decode_seconds,
             **{f"best_val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
         }
@@ -333,7 +336,7 @@ class Trainer:
 # ------------------------------------------------------------ what a run logs
 def run_params(trainer: Trainer) -> dict[str, Any]:
     """The config and the figures that follow from it (steps, images, identities, parameters)."""
-    counts = parameter_counts(trainer.model)
+    counts = trainer.parameter_counts
     run = {
         "steps_per_epoch": trainer.batches.steps,
         "world_size": trainer.dist.world_size,
