@@ -133,6 +133,8 @@ class ModelOutcome:
     train_seconds: float
     resumed: bool
     trainable_params: int | None = None
+    #: the training's per-epoch validation rows (``epoch``, ``val_auc``, ...; empty for zero-shot runs)
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -337,6 +339,9 @@ def run_model(
         log.info("%s: reusing finished run %s (configuration %s)", entry.key, previous, digest)
         result = EvalResult.load(slot / "eval")
         train_info = json.loads((slot / "train.json").read_text(encoding="utf-8"))
+        if "history" not in train_info:  # written before train.json kept it: the training run logged it
+            train_info["history"] = logged_history(previous)
+            (slot / "train.json").write_text(json.dumps(train_info), encoding="utf-8")
         context = mlflow_run(
             config.experiment,
             run_name(result.model["label"], recipe(config, entry), data_label(config)),
@@ -347,7 +352,13 @@ def run_model(
         context = mlflow_run(config.experiment, f"{entry.name} {config.name}", tags=tags, nested=True)
     else:
         trained = train_model(config, entry, merge(train_config, {"data": train_data}), slot)
-        train_info = {"seconds": trained.seconds, "trainable_params": trained.metrics.get("trainable_params")}
+        train_info = {
+            "seconds": trained.seconds,
+            "trainable_params": trained.metrics.get("trainable_params"),
+            "history": [
+                {k: float(v) for k, v in row.items() if isinstance(v, (int, float))} for row in trained.history
+            ],
+        }
         context = mlflow.start_run(run_id=trained.run_id, nested=True)
     with context as run:
         if not reuse:
@@ -380,7 +391,26 @@ def run_model(
         train_seconds,
         reuse,
         train_info.get("trainable_params"),
+        train_info.get("history", []),
     )
+
+
+def logged_history(run_id: str, keys: Sequence[str] = ("val_auc", "val_accuracy", "val_eer")) -> list[dict[str, float]]:
+    """A training run's per-epoch validation rows as MLflow holds them (metric steps are epochs).
+
+    ``run_id`` may be a child that reused a finished model: its ``facerec.resumed_from`` chain
+    leads back to the run that trained it.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    while previous := client.get_run(run_id).data.tags.get("facerec.resumed_from"):  # each names an older run
+        run_id = previous
+    rows: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for metric in client.get_metric_history(run_id, key):
+            rows.setdefault(metric.step, {"epoch": float(metric.step)})[key] = metric.value
+    return [rows[epoch] for epoch in sorted(rows)]
 
 
 def train_model(config: BenchmarkConfig, entry: ModelEntry, train_config: dict[str, Any], slot: Path) -> Any:
@@ -503,6 +533,11 @@ def log_summary(config: BenchmarkConfig, outcomes: Sequence[ModelOutcome], table
             f"Confusion matrices at the k-fold threshold, {config.name}",
         ),
     }
+    histories = {o.label: o.history for o in outcomes if o.history}
+    if histories:  # learning curves: how far each budget took each model, on held-out training identities
+        figures["validation.png"] = plots.curves_by_model(
+            histories, "val_auc", "validation AUC", f"Validation AUC by epoch, {config.name}"
+        )
     cmcs = {k: r.cmc for k, r in results.items() if r.cmc is not None}
     if cmcs:
         figures["cmc.png"] = plots.cmc_figure(cmcs, f"CMC, {config.name} ({protocol})")

@@ -145,7 +145,17 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
             "eval/arrays.npz",
         }
     summary = {a.path for a in client.list_artifacts(first.parent_run_id, "plots")}
-    assert summary == {"plots/roc.png", "plots/cmc.png", "plots/confusion.png", "plots/embeddings.png"}
+    assert summary == {
+        "plots/roc.png",
+        "plots/cmc.png",
+        "plots/confusion.png",
+        "plots/embeddings.png",
+        "plots/validation.png",  # the learning curves: validation AUC by epoch, one line per model
+    }
+    for o in first.outcomes:  # epoch 0 (before training) and the one epoch, as the training run logged them
+        logged = client.get_metric_history(o.run_id, "val_auc")
+        assert [row["epoch"] for row in o.history] == [0.0, 1.0]
+        assert [row["val_auc"] for row in o.history] == pytest.approx([m.value for m in logged])
     # The comparison in the UI: the table as Markdown + HTML and one chart per headline metric.
     assert {a.path for a in client.list_artifacts(first.parent_run_id, "results")} == {
         "results/results.md",
@@ -182,12 +192,24 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
     assert version.source.startswith("models:/m-")  # a logged pyfunc model, not a bare folder
 
     # A rerun reuses both finished models (no training) and reports the same numbers.
+    # (one slot's train.json as written before it kept the history: the curve comes from the training run)
+    old_info = first.outcomes[0].model_dir.parent / "train.json"
+    old_info.write_text(json.dumps({"seconds": first.outcomes[0].train_seconds}), encoding="utf-8")
     again = run_benchmark(config, progress=False)
     assert [o.resumed for o in again.outcomes] == [True, True]
     for a, b in zip(first.outcomes, again.outcomes):
         assert a.result.metrics == b.result.metrics
+        assert [r["val_auc"] for r in b.history] == pytest.approx([r["val_auc"] for r in a.history])
+        assert b.train_seconds == a.train_seconds
         assert client.get_run(b.run_id).data.tags["facerec.resumed_from"] == a.run_id
-    assert mlflow.search_runs(experiment_names=["facerec-benchmark"], output_format="list").__len__() == 6
+    # a second reuse finds the curve again: in train.json now, or through the chain of reusing runs
+    old_info.write_text(json.dumps({"seconds": first.outcomes[0].train_seconds}), encoding="utf-8")
+    third = run_benchmark(config, progress=False)
+    assert [r["val_auc"] for r in third.outcomes[0].history] == pytest.approx(
+        [r["val_auc"] for r in first.outcomes[0].history]
+    )
+    assert "history" in json.loads(old_info.read_text(encoding="utf-8"))
+    assert mlflow.search_runs(experiment_names=["facerec-benchmark"], output_format="list").__len__() == 9
 
     # Retraining from scratch on the same machine gives the same numbers (seeds fixed).
     fresh = run_benchmark(

@@ -1,4 +1,4 @@
-"""Evaluation plots (matplotlib, Agg backend): ROC, CMC, confusion matrix, embedding scatter.
+"""Evaluation plots (matplotlib, Agg backend): ROC, CMC, confusion matrix, embedding scatter, training curves.
 
 Every function returns a ``matplotlib.figure.Figure``; callers log it with
 ``facerec.tracking.log_figure`` (which closes it) or save it themselves.
@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 PROJECTION_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
 #: Left end of the ROC plots' log-scaled FAR axis.
@@ -222,5 +223,23 @@ def history_figure(history: Sequence[Mapping[str, Any]], title: str = "Training"
     ax.grid(True, alpha=0.3)
     if keys:
         ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def curves_by_model(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]], key: str, ylabel: str, title: str = "Training"
+) -> Figure:
+    """One line per model of ``key`` in its per-epoch history (``{label: [{"epoch": 0, key: ...}, ...]}``)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, history in histories.items():
+        rows = [row for row in history if key in row]
+        ax.plot([row["epoch"] for row in rows], [row[key] for row in rows], marker="o", markersize=3, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (0: before training)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
