@@ -341,7 +341,7 @@ def run_model(
         train_info = json.loads((slot / "train.json").read_text(encoding="utf-8"))
         if "history" not in train_info:  # written before train.json kept it: the training run logged it
             train_info["history"] = logged_history(previous)
-            (slot / "train.json").write_text(json.dumps(train_info), encoding="utf-8")
+            write_train_info(slot, train_info)
         context = mlflow_run(
             config.experiment,
             run_name(result.model["label"], recipe(config, entry), data_label(config)),
@@ -371,7 +371,7 @@ def run_model(
                 embedder, eval_set, config.evaluate, model_info(embedder, model_dir, label), progress
             )
             result.save(slot / "eval")
-            (slot / "train.json").write_text(json.dumps(train_info), encoding="utf-8")
+            write_train_info(slot, train_info)
         name = run_name(result.model["label"], recipe(config, entry), data_label(config))
         mlflow.set_tags({**tags, "mlflow.runName": name})
         if train_config is None or reuse:
@@ -393,6 +393,14 @@ def run_model(
         train_info.get("trainable_params"),
         train_info.get("history", []),
     )
+
+
+def write_train_info(slot: Path, info: dict[str, Any]) -> None:
+    """``slot/train.json`` (seconds, trainable parameters, validation history), replaced atomically."""
+    from facerec.files import atomic_write
+
+    with atomic_write(slot / "train.json") as handle:
+        json.dump(info, handle)
 
 
 def logged_history(run_id: str, keys: Sequence[str] = ("val_auc", "val_accuracy", "val_eer")) -> list[dict[str, float]]:
@@ -463,6 +471,10 @@ TABLE_COLUMNS = (
 )
 
 
+#: Columns rounded in ``table_rows`` already (sizes, times, speeds), printed as they are.
+ROUNDED_COLUMNS = frozenset({"params_m", "trainable_m", "weights_mb", "train_min", "images_per_s"})
+
+
 def table_rows(outcomes: Sequence[ModelOutcome]) -> list[dict[str, Any]]:
     """One flat row per model: identity, cost and every scalar metric."""
     rows = []
@@ -502,13 +514,7 @@ def results_table(outcomes: Sequence[ModelOutcome]) -> dict[str, str]:
             value = row.get(key, "")
             if key == "accuracy" and "accuracy_std" in row:
                 value = f"{row['accuracy']:.4f} ± {row['accuracy_std']:.4f}"
-            elif isinstance(value, float) and key not in (
-                "params_m",
-                "trainable_m",
-                "weights_mb",
-                "train_min",
-                "images_per_s",
-            ):
+            elif isinstance(value, float) and key not in ROUNDED_COLUMNS:
                 value = f"{value:.4f}"
             cells.append(str(value if value != "" else "–"))
         lines.append("| " + " | ".join(cells) + " |")
