@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_HASH_TAG = "facerec.config_hash"
 BENCHMARK_TAG = "facerec.benchmark"
+#: On a child run that reused a finished model: the run it reused (which may itself have reused one).
+RESUMED_TAG = "facerec.resumed_from"
 #: Metrics where lower is better (the champion is chosen with the others maximised).
 LOWER_IS_BETTER = frozenset({"eer"})
 
@@ -345,7 +347,7 @@ def run_model(
         context = mlflow_run(
             config.experiment,
             run_name(result.model["label"], recipe(config, entry), data_label(config)),
-            tags={**tags, "facerec.resumed_from": previous},
+            tags={**tags, RESUMED_TAG: previous},
             nested=True,
         )
     elif train_config is None:
@@ -412,7 +414,7 @@ def logged_history(run_id: str, keys: Sequence[str] = ("val_auc", "val_accuracy"
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    while previous := client.get_run(run_id).data.tags.get("facerec.resumed_from"):  # each names an older run
+    while previous := client.get_run(run_id).data.tags.get(RESUMED_TAG):  # each names an older run
         run_id = previous
     rows: dict[int, dict[str, float]] = {}
     for key in keys:
