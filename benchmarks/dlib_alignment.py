@@ -54,15 +54,15 @@ def main() -> None:
     print(f"{len(pairs)} pairsDevTrain pairs ({len(same)} same), {len(paths)} crops")
 
     plain_model = create_embedder("dlib-resnet", flip=False)  # its HOG detector and descriptor serve every variant
-    boxes = [list(plain_model._hog(c, 0)) for c in crops]
+    boxes = [list(plain_model.chipper.hog(c, 0)) for c in crops]
     found = [min(b, key=lambda r: (r.center().x - 112) ** 2 + (r.center().y - 112) ** 2) for b in boxes if b]
     side = crops[0].shape[0]
     median = np.median([[r.left(), r.top(), r.right(), r.bottom()] for r in found], axis=0) / side
     print(f"HOG found a face in {len(found)}/{len(crops)} crops; median box (l, t, r, b) / side: {np.round(median, 3)}")
 
-    from facerec.models import dlib_resnet
+    from facerec.faces.chips import CROP_BOX
 
-    print(f"(dlib_resnet.CROP_BOX, used when HOG finds nothing and by box=crop: {dlib_resnet.CROP_BOX})")
+    print(f"(CROP_BOX, used when HOG finds nothing and by box=crop: {CROP_BOX})")
 
     def score(vectors: np.ndarray, euclidean: bool = False) -> str:
         """Cosine similarity of the pairs' vectors, or minus their Euclidean distance (raw vectors)."""

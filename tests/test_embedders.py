@@ -9,7 +9,7 @@ import torchvision
 from PIL import Image
 
 from facerec.errors import ModelError
-from facerec.models import available_embedders, create_embedder, load_model_dir, save_model_dir
+from facerec.models import available_embedders, create_embedder, load_model, load_model_dir, save_model_dir
 
 CNNS = ["efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large", "resnet18", "resnet50"]
 SIZE = {"clip-vit-b-32": 64}  # CNNs: 64
@@ -237,3 +237,15 @@ def test_a_model_directory_starts_a_new_model_with_its_backbone_and_a_head_of_it
         assert probe.embed(x).shape == (3, 32)
     with pytest.raises(ModelError, match="does not exist"):
         create_embedder(name, pretrained=str(tmp_path / "nothing" / "weights.pt"), input_size=64)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("resnet18?heda=linear", "resnet18 has no option heda; its options: align, head, seed"),
+        ("dlib-resnet?align=dlib-chip", "dlib-resnet has no option align; its options: backend, box, flip"),
+    ],
+)
+def test_an_option_a_model_does_not_take_is_a_one_line_model_error(spec, message):
+    with pytest.raises(ModelError, match=message.replace("?", r"\?")):
+        load_model(spec)

@@ -160,7 +160,7 @@ def test_a_gallery_records_a_frozen_model_with_its_options(sample_dir, tmp_path)
 def test_the_hog_detector_is_cached_as_a_binary_file_that_finds_the_same_faces(faces, tmp_path, monkeypatch):
     import dlib
 
-    from facerec.models.dlib_resnet import frontal_face_detector
+    from facerec.faces.chips import frontal_face_detector
 
     monkeypatch.setenv("FACEREC_CACHE", str(tmp_path))
     faces = [np.asarray(f) for f in faces]

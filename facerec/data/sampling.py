@@ -22,13 +22,13 @@ from collections.abc import Iterator, Sequence
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from facerec.data.datasets import ImageRecord
 from facerec.data.images import load_image
 from facerec.data.transforms import seed_transform
 from facerec.errors import ConfigError, DataError
+from facerec.faces.chips import input_image
 
 PairKey = tuple[int, int, bool]  # (image index a, image index b, same identity)
 LabelledKey = tuple[int, int]  # (image index, identity label)
@@ -179,45 +179,52 @@ class PixelDataset(Dataset):
     """
 
     def __init__(
-        self, paths: Sequence[str], size: int, cache: torch.Tensor | None = None, transform: A.Compose | None = None
+        self,
+        paths: Sequence[str],
+        size: int,
+        cache: torch.Tensor | None = None,
+        transform: A.Compose | None = None,
+        align: str | None = None,
     ) -> None:
-        self.paths, self.size, self.cache, self.transform = list(paths), size, cache, transform
+        self.paths, self.size, self.cache, self.transform, self.align = list(paths), size, cache, transform, align
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        pixels = self.cache[index] if self.cache is not None else decode(self.paths[index], self.size)
+        pixels = self.cache[index] if self.cache is not None else decode(self.paths[index], self.size, self.align)
         if self.transform is None:
             return pixels.float().div_(255.0)
         return self.transform(image=pixels.permute(1, 2, 0).numpy())["image"]
 
 
 class _Decode(Dataset):
-    def __init__(self, paths: Sequence[str], size: int) -> None:
-        self.paths, self.size = list(paths), size
+    def __init__(self, paths: Sequence[str], size: int, align: str | None) -> None:
+        self.paths, self.size, self.align = list(paths), size, align
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return decode(self.paths[index], self.size)
+        return decode(self.paths[index], self.size, self.align)
 
 
-def decode(path: str, size: int) -> torch.Tensor:
-    """uint8 ``(3, size, size)``: the pixels ``Embedder.preprocess`` gives (bicubic resize), before ``/ 255``."""
-    image = load_image(path).convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
+def decode(path: str, size: int, align: str | None = None) -> torch.Tensor:
+    """uint8 ``(3, size, size)``: the pixels ``Embedder.preprocess`` gives (aligned as ``align`` says,
+    bicubic resize), before ``/ 255``."""
+    image = input_image(load_image(path), size, align)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def decode_all(paths: Sequence[str], size: int, num_workers: int = 0, progress: bool = True) -> torch.Tensor:
-    """uint8 ``(N, 3, size, size)`` of every image, decoded and resized once (``num_workers`` processes)."""
+def decode_all(
+    paths: Sequence[str], size: int, num_workers: int = 0, progress: bool = True, align: str | None = None
+) -> torch.Tensor:
+    """uint8 ``(N, 3, size, size)`` of every image, decoded, aligned and resized once (``num_workers``
+    processes)."""
     from tqdm.auto import tqdm
 
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    loader = DataLoader(_Decode(paths, size), batch_size=64, num_workers=min(num_workers, len(paths) // 64))
+    loader = DataLoader(_Decode(paths, size, align), batch_size=64, num_workers=min(num_workers, len(paths) // 64))
     row = 0
     with tqdm(total=len(paths), unit="img", desc=f"decode {size}px", disable=not progress, leave=False) as bar:
         for chunk in loader:

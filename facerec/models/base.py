@@ -18,7 +18,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 
 from facerec.errors import ModelError
+from facerec.faces.chips import NO_ALIGN, check_align, input_image
 from facerec.files import atomic_path, atomic_write
 from facerec.models import fingerprint as fingerprints
 from facerec.models.skip_init import with_weights
@@ -118,11 +119,9 @@ class Embedder(nn.Module):
 
     # ---- computation
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """PIL RGB crop -> float tensor (3, S, S) in [0, 1]; normalisation happens in ``forward``."""
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        if image.size != (self.input_size, self.input_size):
-            image = image.resize((self.input_size, self.input_size), Image.Resampling.BICUBIC)
+        """PIL crop -> float tensor (3, S, S) in [0, 1], aligned as the ``align`` option says (see
+        ``facerec.faces.chips``); normalisation happens in ``forward``."""
+        image = input_image(image, self.input_size, self.spec.options.get("align"))
         array = np.asarray(image, dtype=np.float32) / 255.0
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
@@ -250,16 +249,44 @@ def create_embedder(
     ``none`` means random initialisation; it is always logged, never a fallback.
     """
     builder = _builder(name)  # an unknown name fails before the warning below
+    check_options(name, builder, options)
     if name in _FROZEN:  # its own weights; the builder refuses any other
         return builder(pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
     pretrained = (pretrained or NO_WEIGHTS).strip()
     if pretrained.lower() == NO_WEIGHTS:
         pretrained = NO_WEIGHTS
         log.warning("%s: no pretrained weights requested (pretrained=none): random initialisation", name)
-    embedder = builder(pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
+    embedder = build_trainable(builder, pretrained, input_size, embedding_dim, options)
     if isinstance(embedder, Embedder):  # fixed weights (a tag or a file): fingerprint from the cache
         fingerprints.attach(embedder, fingerprints.registry_key(embedder.spec, builder.__module__))
     return embedder
+
+
+def build_trainable(
+    builder: Builder, pretrained: str, input_size: int | None, embedding_dim: int | None, options: dict[str, Any]
+) -> Embedder:
+    """A trainable backbone from its builder; ``align`` is every trainable model's option, kept in its
+    spec (and so in its directory) when set, never passed to the builder."""
+    options = dict(options)
+    align = check_align(options.pop("align", None))
+    embedder = builder(pretrained=pretrained, input_size=input_size, embedding_dim=embedding_dim, **options)
+    if align != NO_ALIGN:
+        embedder.spec = replace(embedder.spec, options={**embedder.spec.options, "align": align})
+    return embedder
+
+
+def check_options(name: str, builder: Builder, options: dict[str, Any]) -> None:
+    """A one-line ModelError naming the options ``name`` does not take (a typo in ``?key=value``)."""
+    import inspect
+
+    accepted = [
+        p for p in inspect.signature(builder).parameters if p not in ("pretrained", "input_size", "embedding_dim")
+    ]
+    if name not in _FROZEN:
+        accepted.append("align")  # every trainable model's, see build_trainable
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ModelError(f"{name} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted))}")
 
 
 def _builder(name: str) -> Builder:
@@ -342,11 +369,8 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
         after = fingerprints.file_stamp(path / WEIGHTS_FILE)
         # Architecture only (no random-init warning): the trained weights replace every parameter.
         embedder = with_weights(
-            lambda: builder(
-                pretrained=NO_WEIGHTS,
-                input_size=meta["input_size"],
-                embedding_dim=meta["embedding_dim"],
-                **meta.get("options", {}),
+            lambda: build_trainable(
+                builder, NO_WEIGHTS, meta["input_size"], meta["embedding_dim"], meta.get("options", {})
             ),
             state,
         )

@@ -7,7 +7,8 @@ needs ``pkg_resources``). Input: our square MTCNN face crops (``input_size`` px,
 margin 0.3, eyes levelled). Alignment as dlib expects: a face box inside the crop
 (dlib's HOG detector, or the fixed box where our crop geometry puts the face when
 HOG finds none or ``box=crop``), dlib's landmark model on it, then dlib's 150 px
-face chip (padding 0.25) and the descriptor network, batched.
+face chip (padding 0.25) and the descriptor network, batched. The front end is
+``facerec.faces.chips.DlibChipper``, which trainable models share through ``align=dlib-chip``.
 
 Options (``--model 'dlib-resnet?flip=0'`` or ``create_embedder(..., flip=False)``):
 ``box`` (``hog`` | ``crop``), ``landmarks`` (5 | 68), ``flip`` (average with the
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 from facerec.errors import ModelError
-from facerec.files import atomic_path, cache_dir
+from facerec.faces.chips import BOX_CHOICES, DlibChipper, import_dlib
 from facerec.models import dlib_net, dlib_workers
 from facerec.models.base import EmbedderSpec, register_embedder
 from facerec.models.frozen import FrozenEmbedder, option_flag, shipped_threshold, unit_rows
@@ -51,16 +52,7 @@ LANDMARK_FILES = {5: "shape_predictor_5_face_landmarks.dat", 68: "shape_predicto
 WEIGHTS_PACKAGE = "face_recognition_models"
 DEFAULT_INPUT_SIZE = 224
 EMBEDDING_DIM = 128
-CHIP_SIZE = 150  # the descriptor network's input
-CHIP_PADDING = 0.25  # dlib's default around the aligned face
-BOX_CHOICES = ("hog", "crop")
 BACKENDS = ("torch", "dlib")
-#: Where dlib's HOG detector puts the face in our crops, as fractions of the crop side
-#: (left, top, right, bottom): the median HOG box on LFW View 1 train crops (margin 0.3).
-#: Measured by benchmarks/dlib_alignment.py (HOG finds a face in 99.6% of those crops).
-CROP_BOX = (0.228, 0.29, 0.786, 0.786)
-#: dlib's HOG detector finds faces of 80+ px; upsample smaller crops once.
-HOG_MIN_CROP = 180
 #: Descriptor passes (chips, twice with flip) from which a batch starts the worker processes
 #: (forking them costs a few tens of ms; one pass ~120 ms on one core).
 PARALLEL_MIN_PASSES = 2
@@ -86,44 +78,13 @@ def default_workers() -> int:
     return max(1, min(cores, MAX_AUTO_WORKERS))
 
 
-def frontal_face_detector(dlib):
-    """dlib's HOG face detector, from a binary copy in facerec's cache once one is there.
-
-    ``get_frontal_face_detector`` parses the detector from text built into dlib: ~0.3 s of
-    every cold start, a tenth of the CLI's budget. Its own ``save`` writes a binary file that
-    loads in ~1 ms; the copy is named by dlib's version, and any failure to write or read it
-    falls back to the built-in one.
-    """
-    path = cache_dir("dlib") / f"frontal_face_detector-{dlib.__version__}.svm"
-    if path.is_file():
-        try:
-            return dlib.fhog_object_detector(str(path))
-        except RuntimeError as exc:  # a damaged copy: rebuilt below
-            log.warning("%s: ignoring the cached HOG detector %s (%s)", NAME, path, exc)
-    detector = dlib.get_frontal_face_detector()
-    try:
-        with atomic_path(path, durable=False) as tmp:
-            detector.save(str(tmp))
-    except (OSError, RuntimeError) as exc:  # a read-only cache only costs the parse
-        log.debug("%s: HOG detector not cached (%s)", NAME, exc)
-    return detector
-
-
-def _import_dlib():
-    try:
-        import dlib
-    except ImportError as exc:
-        raise ModelError(f"{NAME} needs dlib: pip install dlib-bin") from exc
-    return dlib
-
-
 class DlibResnetEmbedder(FrozenEmbedder):
     """Crop -> face box -> landmarks -> 150 px chip -> dlib descriptor (batched)."""
 
     def __init__(self, spec: EmbedderSpec, folder: Path, workers: int = 1, backend: str = "torch") -> None:
         landmarks = int(spec.options["landmarks"])
         super().__init__(spec, [folder / DESCRIPTOR_FILE, folder / LANDMARK_FILES[landmarks]])
-        dlib = _import_dlib()
+        dlib = import_dlib(NAME)
         self._dlib = dlib
         # jittering is dlib's own (random crops inside compute_face_descriptor)
         self.backend = "dlib" if int(spec.options["jitter"]) else backend
@@ -131,35 +92,16 @@ class DlibResnetEmbedder(FrozenEmbedder):
             self._net = dlib_net.DlibFaceNet.from_dat(self.weight_files[0])
         else:
             self._net = dlib.face_recognition_model_v1(str(self.weight_files[0]))
-        self._predictor = dlib.shape_predictor(str(self.weight_files[1]))
-        self._hog = frontal_face_detector(dlib) if spec.options["box"] == "hog" else None
-        self.stats = {"crops": 0, "hog_box": 0}  # how often HOG found the face (the rest: the crop box)
+        self.chipper = DlibChipper(self.weight_files[1], spec.options["box"])
         self.workers = workers
         self._pool: dlib_workers.DescriptorPool | None = None
 
     def fixed_settings(self) -> dict:
-        return {"crop_box": CROP_BOX, "chip": [CHIP_SIZE, CHIP_PADDING], "hog_min_crop": HOG_MIN_CROP}
-
-    def face_box(self, crop: np.ndarray):  # -> dlib.rectangle
-        """The face in a crop: HOG's box nearest the centre, else the fixed crop box."""
-        side = crop.shape[0]
-        self.stats["crops"] += 1
-        if self._hog is not None:
-            found = list(self._hog(crop, 1 if side < HOG_MIN_CROP else 0))
-            if found:
-                self.stats["hog_box"] += 1
-                centre = side / 2
-                return min(found, key=lambda r: (r.center().x - centre) ** 2 + (r.center().y - centre) ** 2)
-        left, top, right, bottom = (round(f * side) for f in CROP_BOX)
-        return self._dlib.rectangle(left, top, right, bottom)
+        return self.chipper.settings()
 
     def chips(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """dlib's aligned 150 px chips of the crops' faces."""
-        out = []
-        for crop in crops:
-            shape = self._predictor(crop, self.face_box(crop))
-            out.append(self._dlib.get_face_chip(crop, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
-        return out
+        return self.chipper.chips(crops)
 
     def embed_arrays(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:

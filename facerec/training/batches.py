@@ -130,8 +130,10 @@ class BatchSource:
         pin_memory: bool = False,
         progress: bool = True,
         cache: torch.Tensor | None = None,
+        align: str | None = None,
     ) -> None:
-        """``cache``: these records' pixels, already decoded at ``size`` (shared between sources)."""
+        """``cache``: these records' pixels, already decoded at ``size`` (shared between sources);
+        ``align``: the model's ``align`` option (its inputs are the crops' aligned chips)."""
         self.sampler, self.config, self.rank, self.pin_memory = sampler, config, rank, pin_memory
         augment = config.data.augment
         paths = [r.path for r in records]
@@ -140,7 +142,7 @@ class BatchSource:
             cache = None
         elif cache is None:
             start = time.perf_counter()
-            cache = decode_all(paths, size, config.num_workers, progress)
+            cache = decode_all(paths, size, config.num_workers, progress, align)
             self.decode_seconds = time.perf_counter() - start
             log.info(
                 "decoded %d training crops at %d px once (%.0f MB) in %.1f s",
@@ -151,7 +153,7 @@ class BatchSource:
             )
         self.cache = cache
         transform = train_transform(size, augment) if augment == "strong" else None
-        self.dataset = PixelDataset(paths, size, cache, transform)
+        self.dataset = PixelDataset(paths, size, cache, transform, align)
         self.in_process = cache is not None and transform is None  # nothing left for workers to do
         self.augment = BatchAugment.for_augment(augment)
 

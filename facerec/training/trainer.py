@@ -135,14 +135,22 @@ class Trainer:
         #: what the student learned from (model.json ``teacher``), None without distillation
         self.teacher: dict[str, Any] | None = getattr(self.loss_fn, "teacher_info", None)
         sampler = make_sampler(config, self.train_records, self.dist.rank, self.dist.world_size)
+        align = self.model.spec.options.get("align")  # the model's inputs: its crops' aligned chips
         self.batches = BatchSource(
-            self.train_records, sampler, self.model.input_size, config, self.dist.rank, self._cuda, self.dist.is_main
+            self.train_records,
+            sampler,
+            self.model.input_size,
+            config,
+            self.dist.rank,
+            self._cuda,
+            self.dist.is_main,
+            align=align,
         )
         self.images_per_step = (
             2 * config.batch_size if config.loss.kind == "contrastive" else config.loss.P * config.loss.K
         )
         self.validator = (
-            Validator(self.val_pairs, self.model.input_size, config.val_batch_size, config.num_workers)
+            Validator(self.val_pairs, self.model.input_size, config.val_batch_size, config.num_workers, align)
             if self.dist.is_main
             else None
         )

@@ -18,13 +18,20 @@ from facerec.models import Embedder
 
 
 class Validator:
-    """Scores a model on fixed validation ``pairs`` (10 folds) at ``size`` px."""
+    """Scores a model on fixed validation ``pairs`` (10 folds) at ``size`` px (aligned as ``align`` says)."""
 
-    def __init__(self, pairs: Sequence[Pair], size: int, batch_size: int = 64, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        size: int,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        align: str | None = None,
+    ) -> None:
         self.pairs = list(pairs)
         paths = sorted({p for pair in self.pairs for p in (pair.path1, pair.path2)})
         self.row = {p: i for i, p in enumerate(paths)}
-        self.pixels = decode_all([str(p) for p in paths], size, num_workers, progress=False)
+        self.pixels = decode_all([str(p) for p in paths], size, num_workers, progress=False, align=align)
         self.batch_size = batch_size
         self.labels = np.array([p.same for p in self.pairs])
         self.folds = np.array([p.fold for p in self.pairs])
