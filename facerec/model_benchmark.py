@@ -600,10 +600,11 @@ def summary(result: BenchmarkResult) -> dict[str, Any]:
     if champion:
         where = (
             champion["uri"]
-            if champion["alias_moved"]
+            if champion["at_alias"]
             else f"{champion['uri']} (@{champion['alias']} kept: it scores higher)"
         )
-        lines.append(f"best: {champion['label']} ({champion['metric']} {champion['value']:.4f}) registered as {where}")
+        verb = "registered as" if champion["registered"] else "already registered as"
+        lines.append(f"best: {champion['label']} ({champion['metric']} {champion['value']:.4f}) {verb} {where}")
     lines.append(f"MLflow parent run {result.parent_run_id}; {result.seconds / 60:.1f} min")
     return {
         "parent_run_id": result.parent_run_id,

@@ -210,6 +210,10 @@ def test_quick_benchmark_end_to_end_resumes_and_registers_the_champion(mlflow_st
     )
     assert "history" in json.loads(old_info.read_text(encoding="utf-8"))
     assert mlflow.search_runs(experiment_names=["facerec-benchmark"], output_format="list").__len__() == 9
+    # the reruns found their champion registered already: one model, one version
+    assert not again.champion["registered"] and not third.champion["registered"]
+    assert again.champion["uri"] == third.champion["uri"] == "models:/facerec-quick@champion"
+    assert len(client.search_model_versions("name = 'facerec-quick'")) == 1
 
     # Retraining from scratch on the same machine gives the same numbers (seeds fixed).
     fresh = run_benchmark(

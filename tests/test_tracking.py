@@ -83,17 +83,25 @@ def test_a_registered_champion_loads_by_alias_in_pyfunc_and_in_facerec(store, mo
     import pandas as pd
     from mlflow import MlflowClient
 
-    from facerec.models import load_model, load_model_dir
+    from facerec.models import create_embedder, load_model, load_model_dir, save_model_dir
     from facerec.tracking.registry import register_model_dir
 
     with mlflow.start_run() as run:
         pass
+    with mlflow.start_run() as other:
+        pass
+    other_dir = save_model_dir(create_embedder("resnet18", input_size=32, seed=1), tmp_path / "other")
     first = register_model_dir(model_dir, run.info.run_id, metric="accuracy", value=0.7, protocol="folder", label="a")
-    worse = register_model_dir(model_dir, run.info.run_id, metric="accuracy", value=0.6, protocol="folder", label="b")
-    assert first["alias_moved"] and not worse["alias_moved"]  # the alias stays with the better version
-    assert worse["model_uri"] == first["model_uri"]  # the run's logged model is registered, not logged again
+    again = register_model_dir(model_dir, other.info.run_id, metric="accuracy", value=0.7, protocol="folder", label="a")
+    worse = register_model_dir(other_dir, other.info.run_id, metric="accuracy", value=0.6, protocol="folder", label="b")
+    assert first["registered"] and first["alias_moved"]
+    assert not again["registered"] and again["version"] == first["version"]  # one model, one version
+    assert not again["alias_moved"] and again["uri"] == "models:/facerec@champion"  # it holds the alias already
+    assert again["model_uri"] == first["model_uri"]  # and not logged again
+    assert worse["registered"] and not worse["alias_moved"]  # the alias stays with the better version
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("facerec", "champion").version) == str(first["version"]) == "1"
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'facerec'")) == [1, 2]
     assert client.get_registered_model("facerec").description.startswith("facerec face embedders")
 
     assert load_model("models:/facerec@champion").fingerprint == load_model_dir(model_dir).fingerprint
