@@ -118,10 +118,15 @@ class Embedder(nn.Module):
         return [m for m in self.backbone.children() if any(True for _ in m.parameters())]
 
     # ---- computation
+    @property
+    def input_align(self) -> str | None:
+        """How ``preprocess`` aligns a crop before resizing it: the ``align`` option (``dlib-chip``) or None."""
+        return self.spec.options.get("align")
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """PIL crop -> float tensor (3, S, S) in [0, 1], aligned as the ``align`` option says (see
+        """PIL crop -> float tensor (3, S, S) in [0, 1], aligned as ``input_align`` says (see
         ``facerec.faces.chips``); normalisation happens in ``forward``."""
-        image = input_image(image, self.input_size, self.spec.options.get("align"))
+        image = input_image(image, self.input_size, self.input_align)
         array = np.asarray(image, dtype=np.float32) / 255.0
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 

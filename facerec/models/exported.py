@@ -72,6 +72,10 @@ class ExportedEmbedder(FrozenEmbedder):
         self._session = session
         self._fingerprint = fingerprint
 
+    @property
+    def input_align(self) -> str | None:
+        return self.spec.options.get("align")  # the trained directory's: its network expects those pixels
+
     def spec_string(self) -> str:
         return self.source  # the directory: its options belong to its builder, not to this copy
 

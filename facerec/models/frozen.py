@@ -75,6 +75,10 @@ class FrozenEmbedder(Embedder):
             self._fingerprint = f"{self.name}/{self.input_size}px/{self.embedding_dim}d/{digest.hexdigest()[:16]}"
         return self._fingerprint
 
+    @property
+    def input_align(self) -> str | None:
+        return None  # a frozen model aligns inside embed_arrays (its own ``align`` option means its own way)
+
     def spec_string(self) -> str:
         """``source?option=value&...``: the ``--model`` spec that rebuilds exactly this model."""
         from urllib.parse import urlencode

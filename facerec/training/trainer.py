@@ -135,7 +135,7 @@ class Trainer:
         #: what the student learned from (model.json ``teacher``), None without distillation
         self.teacher: dict[str, Any] | None = getattr(self.loss_fn, "teacher_info", None)
         sampler = make_sampler(config, self.train_records, self.dist.rank, self.dist.world_size)
-        align = self.model.spec.options.get("align")  # the model's inputs: its crops' aligned chips
+        align = self.model.input_align  # the model's inputs: its crops' aligned chips
         self.batches = BatchSource(
             self.train_records,
             sampler,
