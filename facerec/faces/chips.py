@@ -78,8 +78,7 @@ class DlibChipper:
     """Crop (uint8 RGB, square) -> face box -> landmarks -> dlib's 150 px aligned chip."""
 
     def __init__(self, landmark_file: Path, box: str = "hog") -> None:
-        if box not in BOX_CHOICES:
-            raise ModelError(f"box must be one of {', '.join(BOX_CHOICES)}, got {box!r}")
+        """``box``: one of ``BOX_CHOICES`` (checked by the option's owner, ``dlib-resnet``'s builder)."""
         self._dlib = import_dlib()
         self._predictor = self._dlib.shape_predictor(str(landmark_file))
         self.hog = frontal_face_detector(self._dlib) if box == "hog" else None

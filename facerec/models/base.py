@@ -346,6 +346,11 @@ def save_model_dir(
     return path
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A model directory's ``model.json``; OSError or ValueError when it is missing or damaged."""
+    return json.loads((Path(path) / MODEL_FILE).read_text(encoding="utf-8"))
+
+
 def is_model_dir(path: str | Path) -> bool:
     return (Path(path) / MODEL_FILE).is_file()
 
@@ -365,7 +370,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Embe
     """Rebuild an embedder from a model directory (weights read with ``weights_only=True``)."""
     path = Path(path)
     try:
-        meta = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+        meta = read_meta(path)
         if meta.get("frozen") or is_frozen(meta["name"]):
             return _load_frozen_dir(path, meta, device)
         builder = _builder(meta["name"])

@@ -18,7 +18,6 @@ torch with a warning. ``FACEREC_EXPORTS=0`` turns the fast path off.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -29,7 +28,7 @@ from PIL import Image
 
 from facerec.files import atomic_path, cache_dir
 from facerec.models import fingerprint as fingerprints
-from facerec.models.base import MODEL_FILE, WEIGHTS_FILE, Embedder, EmbedderSpec, load_model_dir, spec_from_meta
+from facerec.models.base import WEIGHTS_FILE, Embedder, EmbedderSpec, load_model_dir, read_meta, spec_from_meta
 from facerec.models.frozen import FrozenEmbedder
 
 log = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ def load_exported(directory: str | Path) -> Embedder | None:
     if os.environ.get(ENV, "1") == "0":
         return None
     try:
-        meta = json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
+        meta = read_meta(directory)
     except (OSError, ValueError):
         return None  # load_model_dir gives the one-line error
     stamp = fingerprints.file_stamp(directory / WEIGHTS_FILE)

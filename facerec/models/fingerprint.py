@@ -49,7 +49,7 @@ _LIBRARIES = ("torch", "torchvision", "open_clip_torch", "facerec")
 def hash_state(embedder: Any) -> str:
     """The fingerprint computed from scratch: every state-dict tensor, in key order."""
     digest = hashlib.sha256()
-    align = embedder.spec.options.get("align")
+    align = embedder.input_align
     if align:  # the same weights see other pixels (absent: the fingerprints from before the option)
         digest.update(f"align={align}".encode())
     for key, tensor in sorted(embedder.state_dict().items()):

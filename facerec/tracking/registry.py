@@ -9,7 +9,6 @@ when the new version is at least as good. ``models:/NAME@ALIAS`` then works with
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -116,10 +115,10 @@ def register_model_dir(
 
 def _fingerprint(model_dir: str | Path) -> str | None:
     """The model directory's recorded fingerprint (``model.json``), None if it has none."""
-    from facerec.models.base import MODEL_FILE
+    from facerec.models.base import read_meta
 
     try:
-        return json.loads((Path(model_dir) / MODEL_FILE).read_text(encoding="utf-8")).get("fingerprint")
+        return read_meta(model_dir).get("fingerprint")
     except (OSError, ValueError):
         return None
 
