@@ -7,6 +7,8 @@ In ONE run, on the same model (architecture, size, batch) and torch threads:
   nothing else. This is the ceiling the trainer is held to (target: trainer >= 0.8 x bare).
 - ``trainer``: ``Trainer._train_epoch`` as ``facerec train`` runs it with ``data.decode=once``
   and ``data.augment=light`` (P x K sampler, Batch assembly, gradient clipping, scheduler, tqdm).
+- ``amp``: the same trainer with ``amp=true``: bf16 autocast where the CPU computes bf16 natively
+  (AVX512-BF16 or AMX, see ``facerec.training.precision``); fp32 elsewhere, so ~1x there.
 - ``strong``: the same trainer with ``data.augment=strong`` (albumentations per image in
   ``--workers`` DataLoader workers on the decoded crops): the measured cost of strong augmentation.
 - ``per_step``: ``decode=per_step`` + ``augment=strong``, the pipeline before crops were decoded
@@ -45,12 +47,13 @@ from facerec.errors import FacerecError
 from facerec.training.batches import BatchSource, make_sampler
 from facerec.training.config import TrainConfig
 from facerec.training.losses import SupConLoss
+from facerec.training.precision import autocast_dtype, precision_name
 from facerec.training.trainer import Trainer
 
 log = logging.getLogger("benchmarks.train_speed")
 
 TARGET_RATIO = 0.8
-VARIANTS = ("bare", "trainer", "strong", "per_step")
+VARIANTS = ("bare", "trainer", "amp", "strong", "per_step")
 
 
 def cpu_seconds() -> float:
@@ -165,15 +168,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         bare = bare_loop(copy.deepcopy(trainer.model), cache, batch, args.K, seed=1)
         epoch = iter(range(1, 10**6))
 
-        def trained(source: BatchSource) -> Callable[[int], None]:
+        fp32, amp = None, autocast_dtype(torch.device("cpu"), True)
+        log.info("amp variant: %s (%s)", precision_name(amp), "native bf16" if amp else "no native bf16: fp32")
+
+        def trained(source: BatchSource, dtype: torch.dtype | None = fp32) -> Callable[[int], None]:
             def run(steps: int) -> None:
                 source.sampler.steps = steps  # an epoch of ``steps`` batches
                 trainer.batches = source
+                trainer.amp_dtype = dtype
                 trainer._train_epoch(next(epoch), deadline=None)
 
             return run
 
-        runs = {name: bare if name == "bare" else trained(sources[name]) for name in args.variants}
+        def variant(name: str) -> Callable[[int], None]:
+            if name == "bare":
+                return bare
+            return trained(sources["trainer"], amp) if name == "amp" else trained(sources[name])
+
+        runs = {name: variant(name) for name in args.variants}
         for run in runs.values():  # warm-up: allocator, kernels, code paths
             run(args.warmup)
         load_before = os.getloadavg()
@@ -203,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paired = statistics.median(t / b for t, b in zip(wall["trainer"], wall["bare"]))
         results.update(trainer_over_bare=ratio, trainer_over_bare_paired=paired)
         results["trainer_over_bare_cpu"] = median_cpu["trainer"] / median_cpu["bare"]
-    for name in ("strong", "per_step"):
+    for name in ("amp", "strong", "per_step"):
         if name in median and "trainer" in median:
             results[f"{name}_over_trainer"] = median[name] / median["trainer"]
     results.update(load_avg_1m_before=load_before[0], load_avg_1m_after=load_after[0])
@@ -227,9 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"trainer / bare = {ratio:.3f} (target >= {TARGET_RATIO}: {met}); per round {results['trainer_over_bare_paired']:.3f}; "
             f"per CPU-second {results['trainer_over_bare_cpu']:.3f}"
         )
-    for name in ("strong", "per_step"):
+    for name in ("amp", "strong", "per_step"):
         if f"{name}_over_trainer" in results:
-            print(f"{name} / trainer (light, decoded once) = {results[f'{name}_over_trainer']:.3f}")
+            what = f"{precision_name(amp)} autocast" if name == "amp" else "light, decoded once"
+            print(f"{name} / trainer ({what}) = {results[f'{name}_over_trainer']:.3f}")
     print(
         "1/5/15-min load average: "
         f"{' '.join(f'{x:.1f}' for x in load_before)} -> {' '.join(f'{x:.1f}' for x in load_after)} "

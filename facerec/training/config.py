@@ -98,7 +98,9 @@ class TrainConfig:
     ``steps_per_epoch``: default one pass over the training images across all processes.
     ``max_minutes``: wall-clock budget; the loop stops after the step that exceeds it.
     ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``. ``amp``: mixed
-    precision, on CUDA only (bf16 where supported, else fp16 with a grad scaler).
+    precision where the hardware computes it natively: CUDA (bf16 where supported, else fp16
+    with a grad scaler) and CPUs with AVX512-BF16 or AMX (bf16); fp32 elsewhere
+    (``facerec.training.precision``).
     ``output``: base folder; the run lives in ``output/<run name>/`` (checkpoint, best weights,
     ``model/``). ``resume``: continue from that folder's checkpoint; ``overwrite``: start over
     even though a checkpoint is there.

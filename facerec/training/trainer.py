@@ -42,6 +42,7 @@ from facerec.training.checkpoint import Checkpointer, Progress, seed_everything
 from facerec.training.config import ModelConfig, OptimConfig, TrainConfig
 from facerec.training.distributed import init_distributed
 from facerec.training.losses import make_loss
+from facerec.training.precision import autocast_dtype, precision_name
 from facerec.training.run_logger import RunLogger
 from facerec.training.schedule import warmup_cosine_scheduler
 from facerec.training.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
@@ -158,9 +159,10 @@ class Trainer:
         self.optimizer, self.trainable = make_optimizer(self.model, self.loss_fn, config.optim)
         self.loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         self.scheduler = warmup_cosine_scheduler(self.optimizer, config.epochs * sampler.steps, config.optim.warmup)
-        self.amp_dtype = torch.bfloat16 if self._cuda and torch.cuda.is_bf16_supported() else torch.float16
-        self.use_amp = config.amp and self._cuda
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        #: autocast dtype of the network (None: fp32); fp16 alone needs the grad scaler
+        self.amp_dtype = autocast_dtype(self.dist.device, config.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        log.info("precision: %s (amp: %s on %s)", precision_name(self.amp_dtype), config.amp, self.dist.device)
 
         self.progress = Progress()
         self.logger = RunLogger(config.experiment, self.run_name, enabled=self.dist.is_main)
@@ -183,8 +185,9 @@ class Trainer:
     def _step(self, batch: Batch) -> float:
         device = self.dist.device
         batch = batch.to(device)
-        with torch.autocast(device_type=device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            loss = self.loss_fn(self.network(batch.images), batch)
+        with torch.autocast(device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+            embeddings = self.network(batch.images)
+        loss = self.loss_fn(embeddings.float(), batch)  # fp32: see facerec.training.precision
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at step {self.progress.global_step}: lower the learning rate"
@@ -349,7 +352,7 @@ def run_params(trainer: Trainer) -> dict[str, Any]:
         "steps_per_epoch": trainer.batches.steps,
         "world_size": trainer.dist.world_size,
         "device": str(trainer.dist.device),
-        "amp": trainer.use_amp,
+        "precision": precision_name(trainer.amp_dtype),
         "train_images": len(trainer.train_records),
         "train_identities": len({r.identity for r in trainer.train_records}),
         "val_images": len(trainer.val_records),
