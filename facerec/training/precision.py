@@ -4,10 +4,10 @@
 
 - CUDA: bf16 where the GPU supports it, else fp16 (with a grad scaler, see the trainer);
 - CPU: bf16 when the CPU has native bf16 instructions (AVX512-BF16 or AMX). On the 2-core
-  AVX512-BF16 build machine, one fwd+bwd+AdamW step of 64 images trains resnet18 at 64 px
-  at 402 images/s in bf16 against 262 in fp32, at 96 px 220 against 121, and CLIP
-  ViT-B/32 at 64 px at 123 against 50 (``benchmarks/amp_cpu.py``). Without those
-  instructions bf16 is emulated, so such CPUs stay in fp32.
+  AVX512-BF16 build machine the trainer runs resnet18 at 64 px at 281 images/s in bf16
+  against 200 in fp32, CLIP ViT-B/32 at 64 px at 107 against 44
+  (``benchmarks/train_speed.py --variants trainer amp``). Without those instructions bf16
+  is emulated, so such CPUs stay in fp32.
 
 Only the network runs under autocast; the loss is computed in fp32 from its output
 (bf16 keeps ~3 significant digits: too coarse for the relational distillation term,
