@@ -1,5 +1,5 @@
 """Fine-tuning on the embedded sample: loss goes down, model directory, MLflow run, checkpoints, resume,
-strategies (freezing, last-N, LoRA) and their errors. Tiny models (random init, 32-64 px), few steps."""
+strategies (freezing, last-N, LoRA) and their errors, mixed precision (bf16 on the CPU). Tiny models (random init, 32-64 px), few steps."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from facerec.models import create_embedder, load_model_dir
 from facerec.models.base import make_head
 from facerec.models.inference import embed_paths
 from facerec.models.lora import LoRA, merge_lora
+from facerec.training import precision
 from facerec.training.batches import load_records
 from facerec.training.checkpoint import CHECKPOINT_FILE, Checkpointer, rng_state, set_rng_state
 from facerec.training.config import TrainConfig
 from facerec.training.losses import SupConLoss
+from facerec.training.precision import autocast_dtype, precision_name
 from facerec.training.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
-from facerec.training.trainer import Trainer, train
+from facerec.training.trainer import Trainer, run_params, train
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "train").glob("*.yaml"))
 TINY = [
@@ -63,6 +65,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+#: no augmentation, a constant learning rate: steps on one batch must lower its loss
+FIXED_BATCH = [
+    "data.augment=none",
+    "data.augmented_fraction=0",
+    "optim.warmup=0",
+    "optim.lr=0.003",
+    "optim.head_lr=0.003",
+    "epochs=20",
+    "steps_per_epoch=1",
+]
+
+
 def tiny(tmp_path: Path, *overrides: str) -> TrainConfig:
     return load_config(TrainConfig, None, [*TINY, f"output={tmp_path}", *overrides])
 
@@ -85,17 +99,7 @@ def test_shipped_configs_load(path):
 
 
 def test_training_steps_lower_the_loss_on_the_sample(tmp_path):
-    config = tiny(
-        tmp_path,
-        "data.augment=none",
-        "data.augmented_fraction=0",
-        "optim.warmup=0",
-        "optim.lr=0.003",
-        "optim.head_lr=0.003",
-        "epochs=20",
-        "steps_per_epoch=1",
-        "batch_size=8",
-    )
+    config = tiny(tmp_path, *FIXED_BATCH, "batch_size=8")
     trainer = Trainer(config)
     batch = next(trainer.batches.epoch(1))  # one fixed batch of sample pairs
 
@@ -305,3 +309,45 @@ def test_an_objective_with_parameters_is_optimised_and_checkpointed(tmp_path, mo
     trainer.checkpointer.save(trainer._stateful(), trainer.progress, None)
     saved = torch.load(trainer.checkpointer.path, weights_only=True)
     assert torch.equal(saved["loss"]["projection.weight"], trainer.loss_fn.projection.weight.detach())
+
+
+def test_amp_off_trains_in_fp32_on_every_device():
+    assert autocast_dtype(torch.device("cpu"), False) is None
+    assert autocast_dtype(torch.device("cuda"), False) is None
+    assert precision_name(None) == "fp32"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_on_the_cpu_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    expected = torch.bfloat16 if native else None
+    assert precision.native_cpu_bf16() is native
+    assert autocast_dtype(torch.device("cpu"), True) is expected
+    assert precision_name(expected) == ("bf16" if native else "fp32")
+
+
+def test_bf16_steps_lower_the_loss_keep_fp32_weights_and_give_the_loss_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)  # emulated where not native: slower, same maths
+    trainer = Trainer(tiny(tmp_path, *FIXED_BATCH, "loss.kind=supcon", "amp=true"))
+    assert trainer.amp_dtype is torch.bfloat16 and not trainer.scaler.is_enabled()
+    assert run_params(trainer)["run"]["precision"] == "bf16"
+    seen: list[torch.dtype] = []  # the dtypes the loss is given
+    produced: list[torch.dtype] = []  # the dtypes the network's first convolution gives in a step
+    trainer.loss_fn.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda *hook: produced.append(hook[-1].dtype))
+    batch = next(trainer.batches.epoch(1))
+
+    def loss() -> float:
+        with torch.no_grad():
+            return trainer.loss_fn(trainer.network(batch.images), batch).item()
+
+    trainer.network.train()
+    before = loss()
+    produced.clear()
+    for _ in range(8):
+        trainer._step(batch)
+    assert loss() < 0.8 * before
+    assert produced[:8] == [torch.bfloat16] * 8 and set(seen) == {torch.float32}  # network in bf16, loss in fp32
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
