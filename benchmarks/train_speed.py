@@ -168,10 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bare = bare_loop(copy.deepcopy(trainer.model), cache, batch, args.K, seed=1)
         epoch = iter(range(1, 10**6))
 
-        fp32, amp = None, autocast_dtype(torch.device("cpu"), True)
+        amp = autocast_dtype(torch.device("cpu"), True)  # what ``amp: true`` picks on this CPU
         log.info("amp variant: %s (%s)", precision_name(amp), "native bf16" if amp else "no native bf16: fp32")
 
-        def trained(source: BatchSource, dtype: torch.dtype | None = fp32) -> Callable[[int], None]:
+        def trained(source: BatchSource, dtype: torch.dtype | None = None) -> Callable[[int], None]:
+            """``run(steps)``: an epoch of the trainer over ``source``, the network in ``dtype`` (None: fp32)."""
+
             def run(steps: int) -> None:
                 source.sampler.steps = steps  # an epoch of ``steps`` batches
                 trainer.batches = source
