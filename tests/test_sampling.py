@@ -98,7 +98,9 @@ def test_pk_batches_hold_p_identities_with_k_images_each():
 def test_pk_sampler_checks_its_shape_against_the_data():
     records = make_records(COUNTS)
     with pytest.raises(ConfigError):
-        PKBatchSampler(records, P=4, K=1, steps=1)
+        PKBatchSampler(records, P=1, K=4, steps=1)
+    with pytest.raises(ConfigError):
+        PKBatchSampler(records, P=4, K=0, steps=1)
     with pytest.raises(DataError, match="2\\+ images"):
         PKBatchSampler(records, P=20, K=2, steps=1, augmented_fraction=0.0)
 

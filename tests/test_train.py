@@ -22,9 +22,9 @@ from facerec.models.base import make_head
 from facerec.models.inference import embed_paths
 from facerec.models.lora import LoRA, merge_lora
 from facerec.training import precision
-from facerec.training.batches import load_records
+from facerec.training.batches import load_records, make_sampler
 from facerec.training.checkpoint import CHECKPOINT_FILE, Checkpointer, rng_state, set_rng_state
-from facerec.training.config import TrainConfig
+from facerec.training.config import TrainConfig, problems
 from facerec.training.losses import SupConLoss
 from facerec.training.precision import autocast_dtype, precision_name
 from facerec.training.strategies import StrategyConfig, apply_strategy, param_groups, parameter_counts, set_train_mode
@@ -96,6 +96,22 @@ def trained(tmp_path_factory):
 def test_shipped_configs_load(path):
     config = load_config(TrainConfig, path)
     assert config.epochs >= 1 and 0 < config.data.val_fraction < 1
+
+
+def test_one_photo_per_person_batches_serve_distillation_and_margin_losses_but_not_supcon():
+    def config(kind: str) -> TrainConfig:
+        return load_config(
+            TrainConfig, None, [*TINY, f"loss.kind={kind}", "loss.K=1", "loss.distill.teacher=dlib-resnet"]
+        )
+
+    for kind in ("distill", "arcface", "contrastive"):
+        assert problems(config(kind)) == []
+    for kind in ("supcon", "infonce"):
+        assert problems(config(kind)) == [
+            f"loss.kind={kind} learns from in-batch positives and needs loss.K >= 2, got 1"
+        ]
+    batches = list(make_sampler(config("distill"), load_records(config("distill").data, 0)[0]))
+    assert batches and all(len({label for _, label in b}) == len(b) == 4 for b in batches)  # P people, one photo each
 
 
 def test_training_steps_lower_the_loss_on_the_sample(tmp_path):

@@ -134,7 +134,8 @@ class PKBatchSampler(_EpochSampler):
 
     ``round(P * augmented_fraction)`` of the identities come from single-image identities
     (their K samples are augmentations of one photo); identities with fewer than K images
-    repeat photos, each repeat augmented anew.
+    repeat photos, each repeat augmented anew. ``K=1`` gives ``P`` photos of ``P`` different
+    people: no in-batch positives, for the losses that need none (distillation, margin softmax).
     """
 
     def __init__(
@@ -149,8 +150,8 @@ class PKBatchSampler(_EpochSampler):
         world_size: int = 1,
     ) -> None:
         super().__init__(steps, seed, rank, world_size)
-        if P < 2 or K < 2:
-            raise ConfigError(f"P x K batches need P >= 2 and K >= 2, got P={P}, K={K}")
+        if P < 2 or K < 1:
+            raise ConfigError(f"P x K batches need P >= 2 and K >= 1, got P={P}, K={K}")
         if not 0.0 <= augmented_fraction <= 1.0:
             raise ConfigError(f"augmented_fraction must be in [0, 1], got {augmented_fraction}")
         self.index = IdentityIndex(records)

@@ -19,6 +19,9 @@ from facerec.training.strategies import StrategyConfig
 DataKind = Literal["lfw", "folder", "sample"]
 Decode = Literal["once", "per_step"]
 LossKind = Literal["contrastive", "infonce", "supcon", "arcface", "cosface", "subcenter-arcface", "distill"]
+# P x K losses that compare photos of one person within the batch; the others (margin softmax
+# against class weights, distillation against the teacher's vectors) also train with K = 1.
+POSITIVE_LOSSES = ("infonce", "supcon")
 SelectMetric = Literal["auc", "accuracy"]
 
 
@@ -67,6 +70,8 @@ class LossConfig:
     (pytorch-metric-learning; ``softmax_margin``/``scale``: None = the papers' values, ArcFace's margin
     in degrees). ``distill``: distillation alone; with ``distill.teacher`` set, any other kind is mixed
     with distillation (``distill.weight``). See ``facerec.training.distill.DistillConfig``.
+    ``K=1`` (P photos of P people a step, the most photos a batch can show) suits the losses
+    that need no in-batch positives: ``distill`` alone and the margin-based softmaxes.
     """
 
     kind: LossKind = "contrastive"
@@ -144,6 +149,10 @@ def problems(config: TrainConfig) -> list[str]:
         found.append("data.augmented_fraction > 0 pairs a photo with itself and needs augmentation: set data.augment")
     if config.resume and config.overwrite:
         found.append("resume and overwrite exclude each other")
+    if config.loss.kind in POSITIVE_LOSSES and config.loss.K < 2:
+        found.append(
+            f"loss.kind={config.loss.kind} learns from in-batch positives and needs loss.K >= 2, got {config.loss.K}"
+        )
     if config.loss.kind == "distill" and not config.loss.distill.teacher:
         found.append("loss.kind=distill needs loss.distill.teacher (e.g. dlib-resnet or onnx:/path/model.onnx)")
     return found
