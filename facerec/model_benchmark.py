@@ -236,10 +236,11 @@ def check(config: BenchmarkConfig) -> None:
     if config.train is None:
         return
     from facerec.training.config import TrainConfig
+    from facerec.training.config import check as check_train
 
     for entry in config.selected():
-        try:
-            from_dict(TrainConfig, model_train_config(config, entry))
+        try:  # its types and choices, then the cross-field rules `facerec train` checks
+            check_train(from_dict(TrainConfig, model_train_config(config, entry)))
         except ConfigError as exc:
             raise ConfigError(f"benchmark {config.name}, model {entry.key}: train.{exc}") from exc
     if config.evaluate.protocol == "folder" and config.evaluate.holdout <= 0:

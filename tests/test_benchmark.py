@@ -319,6 +319,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
             "model clip-vit-b-32: train.unknown",
         ),
         (["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "evaluate.holdout=0"], "set evaluate.holdout > 0"),
+        (
+            ["--config", str(EXPERIMENTS / "quick.yaml"), "--set", "train.loss.kind=supcon", "--set", "train.loss.K=1"],
+            "needs loss.K >= 2",
+        ),
     ]:
         assert main(["benchmark", *argv]) == 2
         err = capsys.readouterr().err.strip()
