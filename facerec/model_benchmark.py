@@ -236,7 +236,7 @@ def check(config: BenchmarkConfig) -> None:
     if config.train is None:
         return
     from facerec.training.config import TrainConfig
-    from facerec.training.config import check as check_train
+    from facerec.training.config import check as check_train  # the benchmark has a check() of its own
 
     for entry in config.selected():
         try:  # its types and choices, then the cross-field rules `facerec train` checks

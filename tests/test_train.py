@@ -110,7 +110,8 @@ def test_one_photo_per_person_batches_serve_distillation_and_margin_losses_but_n
         assert problems(config(kind)) == [
             f"loss.kind={kind} learns from in-batch positives and needs loss.K >= 2, got 1"
         ]
-    batches = list(make_sampler(config("distill"), load_records(config("distill").data, 0)[0]))
+    distill = config("distill")
+    batches = list(make_sampler(distill, load_records(distill.data, 0)[0]))
     assert batches and all(len({label for _, label in b}) == len(b) == 4 for b in batches)  # P people, one photo each
 
 
