@@ -1,5 +1,6 @@
 """Distillation: the loss on hand-made teacher vectors, centring, margin-loss recipes, the teacher
-cache (hit, miss, invalidation) and a few real distillation steps. Tiny seeded models, offline."""
+cache (hit, miss, invalidation), online targets on each view, and a few real distillation steps.
+Tiny seeded models, offline."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from facerec.data.datasets import read_identity_folder
+from facerec.errors import ConfigError
 from facerec.models import create_embedder
-from facerec.training.distill import DistillLoss, DistillObjective, off_diagonal_cosines, teacher_targets
+from facerec.training.distill import (
+    DistillConfig,
+    DistillLoss,
+    DistillObjective,
+    off_diagonal_cosines,
+    teacher_targets,
+)
 from facerec.training.losses import MARGIN_LOSSES, SupConLoss, margin_loss
+from facerec.training.online_teacher import OnlineTeacher, build_online_objective
 from facerec.training.teacher import INDEX_FILE, TeacherCache
 
 
@@ -102,7 +111,7 @@ def test_the_objective_picks_each_views_target_and_adds_the_weighted_parts():
     expected = 2.0 * distill(z, seen) + supcon(z, batch.labels)
     assert objective(z, batch).item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(objective.last) == {"distill_loss", "metric_loss"}
-    assert "targets" not in objective.state_dict()  # rebuilt from the teacher cache, not checkpointed
+    assert not any(k.startswith("targets") for k in objective.state_dict())  # rebuilt from the cache, not saved
 
 
 # ------------------------------------------------------------------ centring
@@ -340,3 +349,70 @@ def test_the_kd_experiment_gives_every_backbone_a_valid_distillation_config_with
         assert config.loss.kind == "distill" and config.loss.distill.teacher == "dlib-resnet"
         assert config.data.kind == "lfw"  # peopleDevTrain only
         assert config.max_minutes <= (60 if entry.name == "clip-vit-b-32" else 20)
+
+
+# ------------------------------------------------------------------ online targets
+def test_an_online_teacher_gives_each_view_its_own_target_centred_on_the_training_views():
+    teacher = create_embedder("resnet18", pretrained="none", input_size=32, embedding_dim=16, seed=3)
+    online = OnlineTeacher(teacher)
+    pixels = (torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    online.prepare(pixels, amp_dtype=None)
+    raw = torch.from_numpy(teacher.embed(pixels.float() / 255.0))
+    assert torch.allclose(online.mean, raw.mean(dim=0), atol=1e-5)
+    assert abs(online.mean_cosine["mean_cosine_targets"]) < 0.05
+
+    views = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    batch = SimpleNamespace(views=torch.cat([views, views.flip(-1)]))
+    targets = online(batch)
+    expected = F.normalize(torch.from_numpy(teacher.embed(batch.views)) - online.mean, dim=-1)
+    assert torch.allclose(targets, expected, atol=1e-5)
+    assert not torch.allclose(targets[:4], targets[4:], atol=1e-3)  # a mirrored view has its own target
+    online.train()  # the trainer's per-epoch call must not put the frozen teacher's BatchNorm in training mode
+    assert not teacher.training and list(online.parameters()) == [] and not targets.requires_grad
+    assert not online.state_dict()  # named by its fingerprint, not checkpointed
+    with pytest.raises(RuntimeError, match="views"):
+        online(SimpleNamespace(views=None))
+
+
+def test_only_a_torch_teacher_can_run_online():
+    with pytest.raises(ConfigError, match="torch teacher"):
+        build_online_objective(DistillConfig(teacher="dlib-resnet", online=True), CountingTeacher(), None, 8)
+
+
+def test_mixup_is_refused_where_no_target_describes_a_blend(tmp_path):
+    from facerec.training.config import problems
+
+    found = problems(tiny_kd(tmp_path, "loss.kind=distill", "data.mixup=0.2"))
+    assert any("data.mixup blends two faces" in p for p in found)
+    assert any("data.mixup blends" in p for p in problems(tiny_kd(tmp_path, "loss.kind=supcon", "data.mixup=0.2")))
+    assert any("data.mixup must be >= 0" in p for p in problems(tiny_kd(tmp_path, "data.mixup=-1")))
+    online = tiny_kd(tmp_path, "loss.kind=distill", "loss.distill.online=true", "data.mixup=0.2")
+    assert problems(online) == []
+
+
+def test_online_distillation_trains_the_student_on_views_at_the_teachers_size(tmp_path, mlflow_store):
+    from facerec.data.transforms import resize_batch
+    from facerec.training.trainer import Trainer
+
+    overrides = ("loss.kind=distill", "loss.distill.online=true", "loss.distill.teacher=resnet18?input_size=48&seed=7")
+    trainer = Trainer(tiny_kd(tmp_path, *overrides, "data.mixup=0.4", "loss.distill.mode=both"))
+    batch = next(iter(trainer.batches.epoch(1)))
+    assert batch.images.shape[-1] == 32 and batch.views.shape[-1] == 48
+    assert torch.allclose(batch.images, resize_batch(batch.views, 32))  # one view, two sizes
+    result = trainer.fit()
+    teacher = json.loads((result.model_dir / "model.json").read_text())["teacher"]
+    assert teacher["online"] is True and teacher["input_size"] == 48
+    assert teacher["fingerprint"].startswith("resnet18/48px/512d/")
+    assert abs(teacher["mean_cosine_targets"]) < 0.05 and np.isfinite(result.history[-1]["train_loss"])
+    assert not (tmp_path / "cache").exists()  # nothing cached: every target came from its own view
+
+    # a teacher that sees other inputs (aligned chips) than the student cannot describe the student's view
+    with pytest.raises(ConfigError, match="align"):
+        Trainer(
+            tiny_kd(
+                tmp_path,
+                *overrides[:2],
+                "loss.distill.teacher=resnet18?input_size=48&align=dlib-chip",
+                "run_name=kd-chips",
+            )
+        )

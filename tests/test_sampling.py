@@ -11,7 +11,15 @@ from PIL import Image
 
 from facerec.data.datasets import ImageRecord
 from facerec.data.sampling import PairBatchSampler, PixelDataset, PKBatchSampler, decode, decode_all
-from facerec.data.transforms import BatchAugment, apply, eval_transform, seed_transform, train_transform
+from facerec.data.transforms import (
+    BatchAugment,
+    apply,
+    eval_transform,
+    mixup,
+    resize_batch,
+    seed_transform,
+    train_transform,
+)
 from facerec.errors import ConfigError, DataError
 
 
@@ -205,3 +213,23 @@ def test_colour_jitter_matches_brightness_then_contrast_then_saturation():
     x = (x - grey) * s + grey
     assert torch.allclose(out, x.clamp(0, 1), atol=1e-5)
     assert not torch.allclose(out, images)
+
+
+def test_mixup_blends_each_image_with_another_of_its_batch_and_repeats_from_its_seed():
+    images = torch.arange(8, dtype=torch.float32)[:, None, None, None].expand(8, 3, 4, 4).contiguous()
+    out = mixup(images, 0.4, np.random.default_rng(0))
+    values = out[:, 0, 0, 0]
+    assert torch.equal(out, values[:, None, None, None].expand_as(out))  # a blend of two flat images is flat
+    assert values.min() >= 0.0 and values.max() <= 7.0
+    assert int((values != images[:, 0, 0, 0]).sum()) >= 4  # most images took part of another one
+    assert torch.equal(out, mixup(images, 0.4, np.random.default_rng(0)))
+    assert not torch.equal(out, mixup(images, 0.4, np.random.default_rng(1)))
+
+
+def test_a_batch_resized_for_the_student_keeps_its_range_and_an_equal_size_is_left_alone():
+    views = torch.rand(2, 3, 48, 48)
+    small = resize_batch(views, 32)
+    assert small.shape == (2, 3, 32, 32) and small.min() >= 0.0 and small.max() <= 1.0
+    assert resize_batch(views, 48) is views
+    flat = torch.full((1, 3, 48, 48), 0.25)
+    assert torch.allclose(resize_batch(flat, 16), torch.full((1, 3, 16, 16), 0.25), atol=1e-6)

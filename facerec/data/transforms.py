@@ -11,6 +11,8 @@ when an identity has one image.
   (flip, small affine, colour jitter): a few milliseconds per step at 64-128 px.
 - ``strong``: :func:`train_transform` per image (framing, colour, affine, grey, blur,
   JPEG re-compression, occlusion), then the batch flip; costs CPU time per image.
+- :func:`mixup` blends each image of a batch with another one; only for a target computed on
+  the blend itself (an online teacher), as no identity label or cached vector describes it.
 
 The horizontal flip is always the batch stage's, so the trainer knows which images are
 mirrored (a teacher's vector of the mirrored crop can be looked up).
@@ -180,3 +182,23 @@ class BatchAugment:
         mean = grey.mean((2, 3), keepdim=True)
         out = images * (s * b * c)
         return out.add_(grey * (b * c * (1 - s)) + b * (1 - c) * mean).clamp_(0.0, 1.0)
+
+
+def mixup(images: torch.Tensor, alpha: float, rng: np.random.Generator) -> torch.Tensor:
+    """Each image blended with a random other of the batch: ``lam * x_i + (1 - lam) * x_j``, one
+    ``lam ~ Beta(alpha, alpha)`` per image (small ``alpha``: mostly near 0 or 1, i.e. mild blends)."""
+    n = len(images)
+    lam = torch.from_numpy(rng.beta(alpha, alpha, n).astype(np.float32)).to(images.dtype)[:, None, None, None]
+    partner = torch.from_numpy(rng.permutation(n))
+    with one_thread():
+        return images * lam + images[partner] * (1.0 - lam)
+
+
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A float batch in ``[0, 1]`` resized to ``size`` (bicubic with antialiasing, as a PIL resize
+    does); the batch itself when it already has that size."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    with one_thread():
+        out = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        return out.clamp_(0.0, 1.0)

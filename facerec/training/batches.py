@@ -10,6 +10,10 @@ affine, colour jitter; see ``facerec.data.transforms.BatchAugment``); ``strong``
 albumentations pipeline per image in DataLoader workers, then flips; ``none`` trains on the
 resized crops. Every stream is seeded by (seed, epoch, rank), so a resumed run draws what an
 uninterrupted one would.
+
+An online teacher (``loss.distill.online``) sees each view at its own input size: the crops are
+decoded and augmented at that size (``view_size``), blended when ``data.mixup`` is set, and the
+student gets the same views resized to its input size; ``Batch.views`` keeps the full-size ones.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -31,8 +36,8 @@ from facerec.data.datasets import (
     sample_root,
     split_by_identity,
 )
-from facerec.data.sampling import PairBatchSampler, PixelDataset, PKBatchSampler, decode_all, seed_worker
-from facerec.data.transforms import BatchAugment, one_thread, seed_transform, train_transform
+from facerec.data.sampling import PairBatchSampler, PixelDataset, PKBatchSampler, decode, decode_all, seed_worker
+from facerec.data.transforms import BatchAugment, mixup, one_thread, resize_batch, seed_transform, train_transform
 from facerec.errors import DataError
 from facerec.training.config import DataConfig, TrainConfig
 
@@ -48,6 +53,7 @@ class Batch:
     flipped: torch.Tensor  # (B,) bool: mirrored by the augmentation
     labels: torch.Tensor | None = None  # (B,) identity labels of P x K batches
     same: torch.Tensor | None = None  # (B / 2,) 1.0 where a pair shows one identity
+    views: torch.Tensor | None = None  # (B, 3, V, V) the same views at an online teacher's input size
 
     def to(self, device: torch.device) -> Batch:
         moved = {k: v.to(device, non_blocking=True) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
@@ -131,12 +137,17 @@ class BatchSource:
         progress: bool = True,
         cache: torch.Tensor | None = None,
         align: str | None = None,
+        view_size: int | None = None,
     ) -> None:
-        """``cache``: these records' pixels, already decoded at ``size`` (shared between sources);
-        ``align``: the model's ``align`` option (its inputs are the crops' aligned chips)."""
+        """``cache``: these records' pixels, already decoded at the pixel size (shared between sources);
+        ``align``: the model's ``align`` option (its inputs are the crops' aligned chips);
+        ``view_size``: decode and augment at this size (an online teacher's) and keep those views in
+        ``Batch.views`` next to the student's ``size`` images."""
         self.sampler, self.config, self.rank, self.pin_memory = sampler, config, rank, pin_memory
+        self.size, self.view_size, self.mixup = size, view_size, config.data.mixup
         augment = config.data.augment
         paths = [r.path for r in records]
+        size = view_size or size  # the pixels' size from here on
         self.decode_seconds = 0.0
         if config.data.decode == "per_step":
             cache = None
@@ -169,13 +180,30 @@ class BatchSource:
         seed = (self.config.seed * 1_000_003 + epoch * 1_009 + self.rank) % 2**32
         self.sampler.set_epoch(epoch)
         generator = torch.Generator().manual_seed(seed)
+        blend = np.random.default_rng(seed)
         for keys, images in zip(self.sampler, self._pixels(seed), strict=True):
             images, flipped = self.augment(images, generator)
+            if self.mixup:
+                images = mixup(images, self.mixup, blend)
+            views = None
+            if self.view_size is not None:
+                views, images = images, resize_batch(images, self.size)
             index = torch.tensor(flat_indices(keys), dtype=torch.int64)
             if len(keys[0]) == 3:
-                yield Batch(images, index, flipped, same=torch.tensor([float(k[2]) for k in keys]))
+                yield Batch(images, index, flipped, same=torch.tensor([float(k[2]) for k in keys]), views=views)
             else:
-                yield Batch(images, index, flipped, labels=torch.tensor([k[1] for k in keys], dtype=torch.int64))
+                labels = torch.tensor([k[1] for k in keys], dtype=torch.int64)
+                yield Batch(images, index, flipped, labels=labels, views=views)
+
+    def sample_pixels(self, limit: int, seed: int = 0) -> torch.Tensor:
+        """uint8 pixels of at most ``limit`` training records (a seeded sample), un-augmented."""
+        n = len(self.dataset)
+        chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(limit, n)].sort().values
+        if self.cache is not None:
+            return self.cache[chosen]
+        return torch.stack(
+            [decode(self.dataset.paths[i], self.dataset.size, self.dataset.align) for i in chosen.tolist()]
+        )
 
     def _gather(self, indices: list[int]) -> torch.Tensor:
         with one_thread():

@@ -49,7 +49,9 @@ class DataConfig:
     into memory once per run, ``per_step`` = read from disk at every step (data too large for
     memory). ``augment``: ``light`` = flip, small affine and colour jitter on the batch in torch
     (cheap); ``strong`` = albumentations per image (adds blur, JPEG, occlusion; costs CPU time);
-    see ``facerec.training.batches``.
+    see ``facerec.training.batches``. ``mixup``: Beta(a, a) parameter of blending each training
+    image with another of its batch (0 = off); only with an online teacher (``loss.distill.online``),
+    the one target that describes a blend.
     """
 
     kind: DataKind = "lfw"
@@ -60,6 +62,7 @@ class DataConfig:
     augment: Augment = "light"
     augmented_fraction: float = 0.25
     decode: Decode = "once"
+    mixup: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,14 @@ def problems(config: TrainConfig) -> list[str]:
         )
     if config.loss.kind == "distill" and not config.loss.distill.teacher:
         found.append("loss.kind=distill needs loss.distill.teacher (e.g. dlib-resnet or onnx:/path/model.onnx)")
+    if config.data.mixup < 0:
+        found.append(f"data.mixup must be >= 0 (0 = off), got {config.data.mixup}")
+    online = bool(config.loss.distill.teacher) and config.loss.distill.online
+    if config.data.mixup > 0 and (not online or config.loss.kind != "distill"):
+        found.append(
+            "data.mixup blends two faces, which only an online teacher's target describes: "
+            "set loss.kind=distill and loss.distill.online=true, or data.mixup=0"
+        )
     return found
 
 

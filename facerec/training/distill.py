@@ -14,7 +14,9 @@ The teacher's vectors for every training crop come from ``facerec.training.teach
   projection and leaves the student's own space free), or ``both`` (their sum).
 - ``DistillObjective``: what the trainer calls on a batch, ``weight * distill + base``
   where the optional base objective is SupCon or a margin-based softmax (ArcFace...) on
-  the identity labels; each image's target is looked up by its record index and flip.
+  the identity labels; each image's target is looked up by its record index and flip
+  (``CachedTargets``), or computed by the teacher on the very view the student sees
+  (``facerec.training.online_teacher``, ``online: true``).
 
 The projection and the margin losses' class weights are trainable: the trainer puts
 ``loss.parameters()`` into the optimizer and the checkpoint.
@@ -48,7 +50,10 @@ class DistillConfig:
     ``both``. ``centre``: subtract the training crops' mean teacher vector. ``flip``: target of a
     mirrored view (``match`` its mirror image's vector, ``average``, or ``none``: mirror images
     not computed, for a slow teacher). ``weight``: of the distillation term next to a metric loss.
-    ``cache``: teacher cache folder (default ``$FACEREC_CACHE/teachers``).
+    ``cache``: teacher cache folder (default ``$FACEREC_CACHE/teachers``). ``online``: the teacher
+    (a torch embedder: registry backbone or model directory) runs on each step's augmented views
+    at its own input size, so every view, mirror or mixup blend has its exact target (no cache;
+    slower steps; see ``facerec.training.online_teacher``).
     """
 
     teacher: str | None = None
@@ -59,6 +64,7 @@ class DistillConfig:
     weight: float = 1.0
     cache: str | None = None
     batch_size: int = 32
+    online: bool = False
 
 
 def teacher_targets(
@@ -121,30 +127,51 @@ class DistillLoss(nn.Module):
         return self.cosine(z, t) + self.relational(z, t)
 
 
+class CachedTargets(nn.Module):
+    """``batch -> targets``: a table (N, 2, Dt) of each training record's target for the crop and
+    its mirror image (``teacher_targets``); a batch picks ``table[batch.index, batch.flipped]``."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        # Not in the state dict: rebuilt from the teacher cache, and large.
+        self.register_buffer("table", torch.as_tensor(table, dtype=torch.float32), persistent=False)
+
+    def forward(self, batch) -> torch.Tensor:
+        index = batch.index.to(self.table.device)
+        side = batch.flipped.to(self.table.device).long()
+        return self.table[index, side]
+
+
 class DistillObjective(nn.Module):
     """Training objective ``(embeddings, batch) -> loss``: ``weight * distill + base``.
 
-    ``targets`` (N, 2, Dt): per training record, the target of the crop and of its mirror image;
-    a batch picks ``targets[batch.index, batch.flipped]``. ``base``: another objective on the
-    same batch (SupCon, ArcFace, ...) or ``None`` for distillation alone.
+    ``targets``: ``batch -> (B, Dt)`` unit targets, a :class:`CachedTargets` (a table given as a
+    tensor is wrapped in one) or an ``OnlineTeacher``. ``base``: another objective on the same
+    batch (SupCon, ArcFace, ...) or ``None`` for distillation alone.
     """
 
     def __init__(
-        self, distill: DistillLoss, targets: torch.Tensor, weight: float = 1.0, base: nn.Module | None = None
+        self,
+        distill: DistillLoss,
+        targets: torch.Tensor | nn.Module,
+        weight: float = 1.0,
+        base: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if weight < 0:
             raise ValueError(f"distillation weight must be >= 0, got {weight}")
         self.distill, self.base, self.weight = distill, base, weight
-        # Not in the state dict: rebuilt from the teacher cache, and large.
-        self.register_buffer("targets", torch.as_tensor(targets, dtype=torch.float32), persistent=False)
+        self.targets = targets if isinstance(targets, nn.Module) else CachedTargets(targets)
         self.last: dict[str, float] = {}  # the parts of the last call, for logging
         self.teacher_info: dict[str, Any] | None = None  # set by build_objective
 
+    @property
+    def online_teacher(self):
+        """The ``OnlineTeacher`` computing this objective's targets, or None (cached targets)."""
+        return None if isinstance(self.targets, CachedTargets) else self.targets
+
     def forward(self, embeddings: torch.Tensor, batch) -> torch.Tensor:
-        index = batch.index.to(self.targets.device)
-        side = batch.flipped.to(self.targets.device).long()
-        part = self.distill(embeddings, self.targets[index, side])
+        part = self.distill(embeddings, self.targets(batch))
         self.last = {"distill_loss": part.item()}
         loss = self.weight * part
         if self.base is not None:
@@ -166,6 +193,10 @@ def build_objective(
     if not config.teacher:
         raise ConfigError("distillation needs loss.distill.teacher (e.g. dlib-resnet or onnx:/path/model.onnx)")
     teacher = load_model(config.teacher, pretrained=config.pretrained)
+    if config.online:
+        from facerec.training.online_teacher import build_online_objective
+
+        return build_online_objective(config, teacher, base, student_dim)
     cached = TeacherCache(config.cache).vectors(
         teacher, paths, spec=config.teacher, flip=config.flip != "none", batch_size=config.batch_size, progress=progress
     )

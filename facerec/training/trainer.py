@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from facerec.config import to_dict
 from facerec.data.datasets import generate_pairs
-from facerec.errors import TrainingError
+from facerec.errors import ConfigError, TrainingError
 from facerec.models import Embedder, is_model_dir, load_model, save_model_dir
 from facerec.models.lora import merge_lora
 from facerec.training import config as configs
@@ -42,6 +42,7 @@ from facerec.training.checkpoint import Checkpointer, Progress, seed_everything
 from facerec.training.config import ModelConfig, OptimConfig, TrainConfig
 from facerec.training.distributed import init_distributed
 from facerec.training.losses import make_loss
+from facerec.training.online_teacher import CENTRE_SAMPLE
 from facerec.training.precision import autocast_dtype, precision_name
 from facerec.training.run_logger import RunLogger
 from facerec.training.schedule import warmup_cosine_scheduler
@@ -137,6 +138,12 @@ class Trainer:
         self.teacher: dict[str, Any] | None = getattr(self.loss_fn, "teacher_info", None)
         sampler = make_sampler(config, self.train_records, self.dist.rank, self.dist.world_size)
         align = self.model.input_align  # the model's inputs: its crops' aligned chips
+        online = getattr(self.loss_fn, "online_teacher", None)  # targets computed on each step's views
+        if online is not None and online.align != align:
+            raise ConfigError(
+                f"loss.distill.online: the teacher's inputs (align={online.align}) must be the student's "
+                f"(align={align}): both see one view"
+            )
         self.batches = BatchSource(
             self.train_records,
             sampler,
@@ -146,7 +153,13 @@ class Trainer:
             self._cuda,
             self.dist.is_main,
             align=align,
+            view_size=online.input_size if online is not None else None,
         )
+        #: autocast dtype of the network (None: fp32); fp16 alone needs the grad scaler
+        self.amp_dtype = autocast_dtype(self.dist.device, config.amp)
+        if online is not None:
+            online.prepare(self.batches.sample_pixels(CENTRE_SAMPLE, config.seed), self.amp_dtype)
+            self.teacher.update(online.mean_cosine)
         self.images_per_step = (
             2 * config.batch_size if config.loss.kind == "contrastive" else config.loss.P * config.loss.K
         )
@@ -159,8 +172,6 @@ class Trainer:
         self.optimizer, self.trainable = make_optimizer(self.model, self.loss_fn, config.optim)
         self.loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         self.scheduler = warmup_cosine_scheduler(self.optimizer, config.epochs * sampler.steps, config.optim.warmup)
-        #: autocast dtype of the network (None: fp32); fp16 alone needs the grad scaler
-        self.amp_dtype = autocast_dtype(self.dist.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         log.info("precision: %s (amp: %s on %s)", precision_name(self.amp_dtype), config.amp, self.dist.device)
 
