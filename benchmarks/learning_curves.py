@@ -18,15 +18,13 @@ from typing import Any
 
 import torch
 
+from facerec.config import from_dict
 from facerec.errors import FacerecError
 from facerec.evaluation.plots import curves_by_model
+from facerec.training.batches import images_per_step
+from facerec.training.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def images_per_step(config: dict[str, Any]) -> int:
-    loss = config["loss"]
-    return 2 * config["batch_size"] if loss["kind"] == "contrastive" else loss["P"] * loss["K"]
 
 
 def run_curve(run_dir: Path) -> list[dict[str, Any]]:
@@ -35,12 +33,13 @@ def run_curve(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FacerecError(f"{run_dir} has no {CHECKPOINT}: not a training run folder")
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    config, history = state["config"], state["history"]
-    per_epoch = config["steps_per_epoch"] * images_per_step(config)
+    config = from_dict(TrainConfig, state["config"])
+    per_epoch = (config.steps_per_epoch or 0) * images_per_step(config)
     seen, rows = 0, []
-    for row in history:
-        # a partial epoch (stopped by max_minutes) saw fewer images: its own count when logged
-        seen += round(row.get("images_per_s", 0) * row.get("train_seconds", 0)) if row.get("partial") else per_epoch
+    for row in state["history"]:
+        # a partial epoch (stopped by max_minutes) or one pass over the data: the count it measured
+        measured = round(row.get("images_per_s", 0) * row.get("train_seconds", 0))
+        seen += measured if row.get("partial") or not per_epoch else per_epoch
         rows.append({**row, "images": seen if row["epoch"] else 0})
     return rows
 

@@ -85,13 +85,17 @@ def load_records(config: DataConfig, seed: int) -> tuple[list[ImageRecord], list
     return train_records, val_records, source
 
 
+def images_per_step(config: TrainConfig) -> int:
+    """Images in one process's step: both images of ``batch_size`` pairs, or P x K."""
+    return 2 * config.batch_size if config.loss.kind == "contrastive" else config.loss.P * config.loss.K
+
+
 def make_sampler(
     config: TrainConfig, records: list[ImageRecord], rank: int = 0, world_size: int = 1
 ) -> PairBatchSampler | PKBatchSampler:
     """Pair batches for the contrastive loss, P x K batches for the in-batch losses."""
     pairs = config.loss.kind == "contrastive"
-    per_step = 2 * config.batch_size if pairs else config.loss.P * config.loss.K
-    steps = config.steps_per_epoch or max(1, len(records) // (per_step * world_size))
+    steps = config.steps_per_epoch or max(1, len(records) // (images_per_step(config) * world_size))
     common = dict(
         steps=steps,
         augmented_fraction=config.data.augmented_fraction,

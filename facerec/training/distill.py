@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facerec.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 DistillMode = Literal["cosine", "relational", "both"]
@@ -186,7 +188,6 @@ def build_objective(
 ) -> tuple[DistillObjective, dict[str, Any]]:
     """The distillation objective over the training crops ``paths`` (record order), and what to record
     about the teacher in the model directory (``model.json`` ``teacher``)."""
-    from facerec.errors import ConfigError
     from facerec.models import load_model
     from facerec.training.teacher import TeacherCache
 
@@ -202,14 +203,8 @@ def build_objective(
     )
     targets, mean = teacher_targets(cached.vectors, cached.flipped, centre=config.centre, flip=config.flip)
     raw = F.normalize(torch.from_numpy(cached.vectors), dim=-1)
-    info = {
-        "spec": config.teacher,
-        "fingerprint": cached.fingerprint,
-        "embedding_dim": int(targets.shape[-1]),
-        "mode": config.mode,
-        "centred": config.centre,
+    details = {
         "flip": config.flip,
-        "weight": config.weight,
         "training_crops": len(paths),
         "cache_hits": len(paths) - cached.computed,
         "mean_cosine_raw": round(float(off_diagonal_cosines(raw)), 4),
@@ -221,13 +216,34 @@ def build_objective(
         config.teacher,
         len(paths),
         cached.computed,
-        info["mean_cosine_raw"],
-        info["mean_cosine_targets"],
+        details["mean_cosine_raw"],
+        details["mean_cosine_targets"],
     )
+    return assemble_objective(config, targets, int(targets.shape[-1]), base, student_dim, cached.fingerprint, details)
+
+
+def assemble_objective(
+    config: DistillConfig,
+    targets: torch.Tensor | nn.Module,
+    teacher_dim: int,
+    base: nn.Module | None,
+    student_dim: int,
+    fingerprint: str,
+    details: dict[str, Any],
+) -> tuple[DistillObjective, dict[str, Any]]:
+    """The objective over ``targets`` (a cached table or an online teacher) and its ``model.json``
+    ``teacher`` record: what every teacher records, then ``details`` of this kind of targets."""
     try:
-        distill = DistillLoss(student_dim, int(targets.shape[-1]), config.mode)
-        objective = DistillObjective(distill, targets, config.weight, base)
+        objective = DistillObjective(DistillLoss(student_dim, teacher_dim, config.mode), targets, config.weight, base)
     except ValueError as exc:
         raise ConfigError(f"loss.distill: {exc}") from exc
-    objective.teacher_info = info
-    return objective, info
+    objective.teacher_info = {
+        "spec": config.teacher,
+        "fingerprint": fingerprint,
+        "embedding_dim": teacher_dim,
+        "mode": config.mode,
+        "centred": config.centre,
+        "weight": config.weight,
+        **details,
+    }
+    return objective, objective.teacher_info

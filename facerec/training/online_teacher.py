@@ -32,7 +32,7 @@ from torch import nn
 from facerec.errors import ConfigError
 from facerec.models import Embedder
 from facerec.models.frozen import FrozenEmbedder
-from facerec.training.distill import DistillConfig, DistillLoss, DistillObjective, off_diagonal_cosines
+from facerec.training.distill import DistillConfig, DistillObjective, assemble_objective, off_diagonal_cosines
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +109,7 @@ def build_online_objective(
             f"loss.distill.online needs a torch teacher (a registry backbone or a trained model directory); "
             f"{config.teacher} runs on image files only: use cached targets (online: false)"
         )
-    online = OnlineTeacher(teacher, centre=config.centre)
-    try:
-        objective = DistillObjective(
-            DistillLoss(student_dim, teacher.embedding_dim, config.mode), online, config.weight, base
-        )
-    except ValueError as exc:
-        raise ConfigError(f"loss.distill: {exc}") from exc
-    info = {
-        "spec": config.teacher,
-        "fingerprint": teacher.fingerprint,
-        "embedding_dim": teacher.embedding_dim,
-        "mode": config.mode,
-        "centred": config.centre,
-        "online": True,
-        "input_size": teacher.input_size,
-        "weight": config.weight,
-    }
     log.info("teacher %s online at %d px: targets computed on every training view", config.teacher, teacher.input_size)
-    objective.teacher_info = info
-    return objective, info
+    details = {"online": True, "input_size": teacher.input_size}
+    online = OnlineTeacher(teacher, centre=config.centre)
+    return assemble_objective(config, online, teacher.embedding_dim, base, student_dim, teacher.fingerprint, details)

@@ -37,7 +37,7 @@ from facerec.errors import ConfigError, TrainingError
 from facerec.models import Embedder, is_model_dir, load_model, save_model_dir
 from facerec.models.lora import merge_lora
 from facerec.training import config as configs
-from facerec.training.batches import Batch, BatchSource, load_records, make_sampler
+from facerec.training.batches import Batch, BatchSource, images_per_step, load_records, make_sampler
 from facerec.training.checkpoint import Checkpointer, Progress, seed_everything
 from facerec.training.config import ModelConfig, OptimConfig, TrainConfig
 from facerec.training.distributed import init_distributed
@@ -160,9 +160,7 @@ class Trainer:
         if online is not None:
             online.prepare(self.batches.sample_pixels(CENTRE_SAMPLE, config.seed), self.amp_dtype)
             self.teacher.update(online.mean_cosine)
-        self.images_per_step = (
-            2 * config.batch_size if config.loss.kind == "contrastive" else config.loss.P * config.loss.K
-        )
+        self.images_per_step = images_per_step(config)
         self.validator = (
             Validator(self.val_pairs, self.model.input_size, config.val_batch_size, config.num_workers, align)
             if self.dist.is_main
