@@ -328,6 +328,50 @@ def test_an_objective_with_parameters_is_optimised_and_checkpointed(tmp_path, mo
     assert torch.equal(saved["loss"]["projection.weight"], trainer.loss_fn.projection.weight.detach())
 
 
+def test_the_weight_average_follows_the_live_weights_at_its_decay(tmp_path):
+    trainer = Trainer(tiny(tmp_path, *FIXED_BATCH, "optim.ema=0.75"))
+    batch = next(trainer.batches.epoch(1))
+    set_train_mode(trainer.network)
+    trainer._step(batch)  # the first update copies the live weights
+    first = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trainer._step(batch)
+    average, live = trainer.ema.embedder.state_dict(), trainer.model.state_dict()
+    floats = [k for k, v in live.items() if v.is_floating_point()]
+    assert floats and any(not torch.equal(first[k], live[k]) for k in floats)
+    for k in floats:
+        torch.testing.assert_close(average[k], 0.75 * first[k] + 0.25 * live[k])
+    assert not any(p.requires_grad for p in trainer.ema.parameters())  # the optimizer never moves it
+
+
+def test_a_run_with_a_weight_average_keeps_the_average_logs_the_live_figures_and_resumes_it(tmp_path, mlflow_store):
+    kept = []
+    original = Checkpointer.save_best
+
+    def record(self, model):
+        kept.append(model)
+        original(self, model)
+
+    trainer = Trainer(tiny(tmp_path, "optim.ema=0.9"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Checkpointer, "save_best", record)
+        result = trainer.fit()
+    assert kept and all(model is trainer.ema.embedder for model in kept)  # the average, never the live weights
+    assert all({"live_val_auc", "live_val_accuracy", "val_auc"} <= row.keys() for row in result.history[1:])
+    state = torch.load(result.model_dir.parent / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    assert int(state["ema"]["n_averaged"]) == 4  # one update per step: 2 epochs x 2 steps
+
+    resumed = Trainer(tiny(tmp_path, "optim.ema=0.9", "resume=true", "epochs=3"))
+    restored = resumed.ema.state_dict()
+    assert restored.keys() == state["ema"].keys()
+    assert all(torch.equal(restored[k].cpu(), v) for k, v in state["ema"].items())
+
+
+def test_a_weight_average_decay_outside_0_1_is_refused():
+    for decay in (0.0, 1.0, 1.5):
+        config = load_config(TrainConfig, None, [*TINY, f"optim.ema={decay}"])
+        assert problems(config) == [f"optim.ema is the average's decay per step and must be in (0, 1), got {decay}"]
+
+
 def test_amp_off_trains_in_fp32_on_every_device():
     assert autocast_dtype(torch.device("cpu"), False) is None
     assert autocast_dtype(torch.device("cuda"), False) is None

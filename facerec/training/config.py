@@ -90,13 +90,19 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW; ``warmup`` is a fraction of all steps (linear), then cosine decay to 0; ``clip_grad``: max norm."""
+    """AdamW; ``warmup`` is a fraction of all steps (linear), then cosine decay to 0; ``clip_grad``: max norm.
+
+    ``ema``: decay per step of an exponential moving average of the weights (e.g. 0.999, an
+    average over ~1,000 steps); the average is what is validated, selected and saved, and the
+    live weights' validation figures are logged beside it (``live_val_*``). None: off.
+    """
 
     lr: float = 1e-4
     head_lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: float = 0.05
     clip_grad: float | None = 1.0
+    ema: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,8 @@ def problems(config: TrainConfig) -> list[str]:
         )
     if config.loss.kind == "distill" and not config.loss.distill.teacher:
         found.append("loss.kind=distill needs loss.distill.teacher (e.g. dlib-resnet or onnx:/path/model.onnx)")
+    if config.optim.ema is not None and not 0.0 < config.optim.ema < 1.0:
+        found.append(f"optim.ema is the average's decay per step and must be in (0, 1), got {config.optim.ema}")
     if config.data.mixup < 0:
         found.append(f"data.mixup must be >= 0 (0 = off), got {config.data.mixup}")
     online = bool(config.loss.distill.teacher) and config.loss.distill.online

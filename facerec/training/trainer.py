@@ -41,6 +41,7 @@ from facerec.training.batches import Batch, BatchSource, images_per_step, load_r
 from facerec.training.checkpoint import Checkpointer, Progress, seed_everything
 from facerec.training.config import ModelConfig, OptimConfig, TrainConfig
 from facerec.training.distributed import init_distributed
+from facerec.training.ema import WeightAverage
 from facerec.training.losses import make_loss
 from facerec.training.online_teacher import CENTRE_SAMPLE
 from facerec.training.precision import autocast_dtype, precision_name
@@ -105,8 +106,9 @@ def final_model(model: Embedder, checkpointer: Checkpointer) -> tuple[Embedder, 
 class Trainer:
     """The loop of one run: builds its collaborators, ``fit`` trains, selects, calibrates and saves.
 
-    ~220 lines: construction wires the collaborators (batches, objective, optimizer,
-    ``Checkpointer``, ``Validator``, ``RunLogger``, ``Distributed``); the rest is the loop itself.
+    ~230 lines: construction wires the collaborators (batches, objective, optimizer,
+    ``Checkpointer``, ``Validator``, ``RunLogger``, ``Distributed``, optionally a ``WeightAverage``);
+    the rest is the loop itself.
     """
 
     def __init__(self, config: TrainConfig, run_name: str | None = None) -> None:
@@ -125,6 +127,8 @@ class Trainer:
         self.val_pairs = generate_pairs(self.val_records, config.data.val_pairs, seed=config.seed, n_folds=10)
         self.model, self.start_weights = build_model(config.model, config.strategy)
         self.model.to(self.dist.device)
+        #: the weights' moving average (rank 0, which validates and saves), None when optim.ema is off
+        self.ema = WeightAverage(self.model, config.optim.ema) if config.optim.ema and self.dist.is_main else None
         #: trainable / total parameters of the embedder under the strategy (before LoRA is merged)
         self.parameter_counts = parameter_counts(self.model)
         self.loss_fn = make_loss(
@@ -188,7 +192,11 @@ class Trainer:
     def _stateful(self) -> dict[str, Any]:
         """What a checkpoint holds besides progress, config and RNG states."""
         parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
-        return {**parts, "loss": self.loss_fn} if self.loss_params else parts
+        if self.loss_params:
+            parts["loss"] = self.loss_fn
+        if self.ema is not None:
+            parts["ema"] = self.ema
+        return parts
 
     # ---- training
     def _step(self, batch: Batch) -> float:
@@ -210,6 +218,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.progress.global_step += 1
         return loss.item()
 
@@ -249,13 +259,21 @@ class Trainer:
         }
 
     def _record_validation(self, row: dict[str, Any]) -> None:
-        """Validate (rank 0), keep the best weights, append ``row`` to the history, log it."""
-        metrics, _, _ = self.validator(self.model)
+        """Validate (rank 0), keep the best weights, append ``row`` to the history, log it.
+
+        With a weight average the average is validated and kept; the live weights' figures go
+        beside it (``live_val_*``), so a run shows what the average adds.
+        """
+        selected = self.ema.embedder if self.ema is not None else self.model
+        metrics, _, _ = self.validator(selected)
         row.update(val_accuracy=metrics["accuracy"], val_auc=metrics["auc"], val_eer=metrics["eer"])
+        if self.ema is not None:
+            live, _, _ = self.validator(self.model)
+            row.update(live_val_accuracy=live["accuracy"], live_val_auc=live["auc"], live_val_eer=live["eer"])
         score = row["val_auc" if self.config.select_metric == "auc" else "val_accuracy"]
         if score > self.progress.best["score"]:
             self.progress.best = {"epoch": row["epoch"], "score": score}
-            self.checkpointer.save_best(self.model)
+            self.checkpointer.save_best(selected)
         self.progress.history.append(row)
 
     def fit(self, nested: bool = False) -> TrainResult:
@@ -290,12 +308,14 @@ class Trainer:
                 self._record_validation(row)
                 self.checkpointer.save(self._stateful(), progress, self.logger.run_id)
                 self.logger.log_row(row)
+                live = f" (live weights {row['live_val_auc']:.4f})" if "live_val_auc" in row else ""
                 log.info(
-                    "epoch %d: loss %.4f, val acc %.4f, val AUC %.4f, %.1f img/s",
+                    "epoch %d: loss %.4f, val acc %.4f, val AUC %.4f%s, %.1f img/s",
                     progress.epoch,
                     row["train_loss"],
                     row["val_accuracy"],
                     row["val_auc"],
+                    live,
                     row["images_per_s"],
                 )
             self.dist.barrier()

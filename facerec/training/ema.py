@@ -1,0 +1,34 @@
+"""Exponential moving average of the weights (model EMA): validated, selected and saved instead of the live weights.
+
+Why: a ViT trained from random weights on a few thousand photos moves noisily from step to
+step; the average of its recent weights usually validates better than any one of them (DeiT,
+timm's ``ModelEmaV3``). torch's ``AveragedModel`` with ``get_ema_multi_avg_fn`` does the work (one
+fused ``lerp`` over all tensors per step: ~16 ms for ViT-B/32's 88 M parameters on 2 cores,
+against ~900 ms for the step). Buffers (batch-norm statistics) are averaged too, so the copy is a
+complete model.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from facerec.models import Embedder
+
+
+class WeightAverage(AveragedModel):
+    """``decay``-weighted running average of ``model``'s parameters and buffers; ``.embedder`` is the average."""
+
+    def __init__(self, model: Embedder, decay: float) -> None:
+        super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        self.module.requires_grad_(False)  # a copy the optimizer never sees
+        self.decay = decay
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.module
+
+    def update(self, model: nn.Module) -> None:
+        """Fold ``model``'s current weights into the average (after each optimizer step)."""
+        self.update_parameters(model)
+        self.module.invalidate_fingerprint()
