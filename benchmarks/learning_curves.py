@@ -5,6 +5,10 @@ axis: images seen. Each run folder's ``checkpoint.pt`` holds the config and the 
 history (read with ``weights_only=True`` and ``mmap``: the weights are not loaded); the plot
 draws ``--key`` (default: validation ROC AUC) per run, and the script prints the rows.
 
+A run that started from another run's model directory (``model.name=runs/train/A/model``)
+continues A's curve from the images A had seen at its best epoch (the weights that directory
+holds). ``--live`` adds, for runs with a weight average (``optim.ema``), the live weights' curve.
+
     python benchmarks/learning_curves.py runs/train/kd-clip-k1-strong-long runs/train/kd-clip-online \\
         --label "cached targets, strong" --label "online teacher + mixup" --out docs/lfw-view1-kd-clip-curves.png
 """
@@ -12,6 +16,7 @@ draws ``--key`` (default: validation ROC AUC) per run, and the script prints the
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,13 +40,36 @@ def run_curve(run_dir: Path) -> list[dict[str, Any]]:
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     config = from_dict(TrainConfig, state["config"])
     per_epoch = (config.steps_per_epoch or 0) * images_per_step(config)
-    seen, rows = 0, []
+    seen = start_images(Path(config.model.name), run_dir)
+    rows = []
     for row in state["history"]:
-        # a partial epoch (stopped by max_minutes) or one pass over the data: the count it measured
-        measured = round(row.get("images_per_s", 0) * row.get("train_seconds", 0))
-        seen += measured if row.get("partial") or not per_epoch else per_epoch
-        rows.append({**row, "images": seen if row["epoch"] else 0})
+        if row["epoch"]:
+            # a partial epoch (stopped by max_minutes) or one pass over the data: the count it measured
+            measured = round(row.get("images_per_s", 0) * row.get("train_seconds", 0))
+            seen += measured if row.get("partial") or not per_epoch else per_epoch
+        rows.append({**row, "images": seen})
     return rows
+
+
+def start_images(model_dir: Path, run_dir: Path) -> int:
+    """Training images behind a run's start weights: 0, or its parent run's count at the parent's best epoch."""
+    parent = model_dir.parent
+    info = model_dir / "model.json"
+    if not info.is_file() or not (parent / CHECKPOINT).is_file() or parent.resolve() == run_dir.resolve():
+        return 0
+    best = json.loads(info.read_text()).get("best_epoch")
+    return next((row["images"] for row in run_curve(parent) if row["epoch"] == best), 0)
+
+
+def with_live_curves(curves: dict[str, list[dict[str, Any]]], key: str) -> dict[str, list[dict[str, Any]]]:
+    """Each run plus, where its rows carry ``live_<key>`` (a weight-averaged run), its live weights' curve."""
+    out = {}
+    for label, rows in curves.items():
+        out[label] = rows
+        live = [{**row, key: row[f"live_{key}"]} for row in rows if f"live_{key}" in row]
+        if live:
+            out[f"{label} (live weights)"] = live
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="training run folders (runs/train/NAME)")
     parser.add_argument("--label", action="append", default=[], help="a legend label per run, in order")
     parser.add_argument("--key", default="val_auc", help="history column to plot (default: val_auc)")
+    parser.add_argument("--live", action="store_true", help="also draw the live weights of weight-averaged runs")
     parser.add_argument("--title", default="Validation ROC AUC (held-out DevTrain people)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
@@ -58,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     labels = args.label or [run.name for run in args.runs]
     try:
         curves = {label: run_curve(run) for label, run in zip(labels, args.runs, strict=True)}
-    except (FacerecError, KeyError, OSError, RuntimeError) as exc:
+    except (FacerecError, KeyError, OSError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.live:
+        curves = with_live_curves(curves, args.key)
     for label, rows in curves.items():
         best = max(rows, key=lambda r: r.get(args.key, float("-inf")))
         cells = ", ".join(f"{r[args.key]:.3f}" for r in rows if args.key in r)
