@@ -13,6 +13,8 @@ In ONE run, on the same model (architecture, size, batch) and torch threads:
   ``--workers`` DataLoader workers on the decoded crops): the measured cost of strong augmentation.
 - ``per_step``: ``decode=per_step`` + ``augment=strong``, the pipeline before crops were decoded
   once (JPEG decode + resize + albumentations per image and step).
+- ``ema``: the trainer with a weight average (``optim.ema``, ``--ema`` decay) updated after every
+  step: the measured cost of the average (one fused lerp over the parameters and buffers).
 
 Measurements alternate (A B C D, D C B A, ...) so that load from other processes hits all
 alike; medians of wall-clock images/s and images per CPU-second (process + workers) are
@@ -46,6 +48,7 @@ from facerec.data.transforms import BatchAugment
 from facerec.errors import FacerecError
 from facerec.training.batches import BatchSource, make_sampler
 from facerec.training.config import TrainConfig
+from facerec.training.ema import WeightAverage
 from facerec.training.losses import SupConLoss
 from facerec.training.precision import autocast_dtype, precision_name
 from facerec.training.trainer import Trainer
@@ -53,7 +56,7 @@ from facerec.training.trainer import Trainer
 log = logging.getLogger("benchmarks.train_speed")
 
 TARGET_RATIO = 0.8
-VARIANTS = ("bare", "trainer", "amp", "strong", "per_step")
+VARIANTS = ("bare", "trainer", "amp", "strong", "per_step", "ema")
 
 
 def cpu_seconds() -> float:
@@ -142,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crops", default="/work/cache/crops/lfw-224")
     parser.add_argument("--sample", action="store_true", help="the embedded sample instead of LFW DevTrain crops")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--ema", type=float, default=0.999, help="decay of the ema variant's weight average")
     parser.add_argument("--no-mlflow", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -171,13 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         amp = autocast_dtype(torch.device("cpu"), True)  # what ``amp: true`` picks on this CPU
         log.info("amp variant: %s (%s)", precision_name(amp), "native bf16" if amp else "no native bf16: fp32")
 
-        def trained(source: BatchSource, dtype: torch.dtype | None = None) -> Callable[[int], None]:
-            """``run(steps)``: an epoch of the trainer over ``source``, the network in ``dtype`` (None: fp32)."""
+        def trained(
+            source: BatchSource, dtype: torch.dtype | None = None, average: WeightAverage | None = None
+        ) -> Callable[[int], None]:
+            """``run(steps)``: an epoch of the trainer over ``source``, the network in ``dtype`` (None: fp32),
+            updating ``average`` after each step (None: no weight average)."""
 
             def run(steps: int) -> None:
                 source.sampler.steps = steps  # an epoch of ``steps`` batches
                 trainer.batches = source
                 trainer.amp_dtype = dtype
+                trainer.ema = average
                 trainer._train_epoch(next(epoch), deadline=None)
 
             return run
@@ -185,7 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         def variant(name: str) -> Callable[[int], None]:
             if name == "bare":
                 return bare
-            return trained(sources["trainer"], amp) if name == "amp" else trained(sources[name])
+            if name == "amp":
+                return trained(sources["trainer"], amp)
+            if name == "ema":
+                return trained(sources["trainer"], average=WeightAverage(trainer.model, args.ema))
+            return trained(sources[name])
 
         runs = {name: variant(name) for name in args.variants}
         for run in runs.values():  # warm-up: allocator, kernels, code paths
@@ -217,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paired = statistics.median(t / b for t, b in zip(wall["trainer"], wall["bare"]))
         results.update(trainer_over_bare=ratio, trainer_over_bare_paired=paired)
         results["trainer_over_bare_cpu"] = median_cpu["trainer"] / median_cpu["bare"]
-    for name in ("amp", "strong", "per_step"):
+    for name in ("amp", "strong", "per_step", "ema"):
         if name in median and "trainer" in median:
             results[f"{name}_over_trainer"] = median[name] / median["trainer"]
     results.update(load_avg_1m_before=load_before[0], load_avg_1m_after=load_after[0])
@@ -241,9 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"trainer / bare = {ratio:.3f} (target >= {TARGET_RATIO}: {met}); per round {results['trainer_over_bare_paired']:.3f}; "
             f"per CPU-second {results['trainer_over_bare_cpu']:.3f}"
         )
-    for name in ("amp", "strong", "per_step"):
+    for name in ("amp", "strong", "per_step", "ema"):
         if f"{name}_over_trainer" in results:
-            what = f"{precision_name(amp)} autocast" if name == "amp" else "light, decoded once"
+            what = {"amp": f"{precision_name(amp)} autocast", "ema": f"weight average {args.ema}"}.get(
+                name, "light, decoded once"
+            )
             print(f"{name} / trainer ({what}) = {results[f'{name}_over_trainer']:.3f}")
     print(
         "1/5/15-min load average: "
