@@ -22,7 +22,6 @@ class WeightAverage(AveragedModel):
     def __init__(self, model: Embedder, decay: float) -> None:
         super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self.module.requires_grad_(False)  # a copy the optimizer never sees
-        self.decay = decay
 
     @property
     def embedder(self) -> Embedder:

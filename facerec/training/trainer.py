@@ -266,10 +266,9 @@ class Trainer:
         """
         selected = self.ema.embedder if self.ema is not None else self.model
         metrics, _, _ = self.validator(selected)
-        row.update(val_accuracy=metrics["accuracy"], val_auc=metrics["auc"], val_eer=metrics["eer"])
+        row.update(validation_figures(metrics, "val_"))
         if self.ema is not None:
-            live, _, _ = self.validator(self.model)
-            row.update(live_val_accuracy=live["accuracy"], live_val_auc=live["auc"], live_val_eer=live["eer"])
+            row.update(validation_figures(self.validator(self.model)[0], "live_val_"))
         score = row["val_auc" if self.config.select_metric == "auc" else "val_accuracy"]
         if score > self.progress.best["score"]:
             self.progress.best = {"epoch": row["epoch"], "score": score}
@@ -374,6 +373,11 @@ class Trainer:
 
 
 # ------------------------------------------------------------ what a run logs
+def validation_figures(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The history row's validation columns (``<prefix>accuracy``, ``auc``, ``eer``) of ``metrics``."""
+    return {f"{prefix}{key}": metrics[key] for key in ("accuracy", "auc", "eer")}
+
+
 def run_params(trainer: Trainer) -> dict[str, Any]:
     """The config and the figures that follow from it (steps, images, identities, parameters)."""
     counts = trainer.parameter_counts
